@@ -1,0 +1,97 @@
+"""Prefill + KV-cache decoding, greedy or sampled, with the tokenizer's chat template."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hyperlora.lora import LoRA
+from hyperlora.models.transformer import KVCache, Transformer
+
+
+@functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "temperature", "eos_ids"))
+def generate(model: Transformer, params: dict, tokens: jax.Array, attention_mask: jax.Array,
+             max_new_tokens: int, lora: LoRA | None = None, rng: jax.Array | None = None,
+             temperature: float = 0.0, eos_ids: tuple[int, ...] = ()) -> jax.Array:
+  """Continues left-padded prompts tokens [batch, seq]; returns new tokens [batch, max_new_tokens].
+
+  temperature 0 is greedy. After an eos token a row keeps emitting that eos token.
+  """
+  batch, seq = tokens.shape
+  cache = KVCache.init(model.config, batch, seq + max_new_tokens, model.dtype)
+  out = model.apply({"params": params}, tokens, attention_mask, lora=lora, cache=cache,
+                    only_last_logits=True)
+  rng = jax.random.key(0) if rng is None else rng
+
+  def pick(logits, key):  # logits [batch, vocab]
+    if temperature == 0.0:
+      return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    return jax.random.categorical(key, logits / temperature).astype(jnp.int32)
+
+  def step(carry, key):
+    cache, logits, done, last = carry
+    token = jnp.where(done, last, pick(logits, key))
+    done = done | jnp.isin(token, jnp.asarray(eos_ids, jnp.int32))
+    out = model.apply({"params": params}, token[:, None], lora=lora, cache=cache,
+                      only_last_logits=True)
+    return (out.cache, out.logits[:, -1], done, token), token
+
+  init = (out.cache, out.logits[:, -1], jnp.zeros((batch,), bool), jnp.zeros((batch,), jnp.int32))
+  _, new_tokens = jax.lax.scan(step, init, jax.random.split(rng, max_new_tokens))
+  return new_tokens.T  # [batch, max_new_tokens]
+
+
+def encode_chat(tokenizer, prompts: list[str], system: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """Chat-formatted, left-padded token ids and mask [batch, seq] for a list of user messages."""
+  rows = []
+  for prompt in prompts:
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": prompt}]
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    rows.append(tokenizer(text, add_special_tokens=False)["input_ids"])
+  return left_pad(rows, pad_id=tokenizer.pad_token_id or 0)
+
+
+def left_pad(rows: list[list[int]], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  width = max(len(r) for r in rows)
+  tokens = np.full((len(rows), width), pad_id, np.int32)
+  mask = np.zeros((len(rows), width), bool)
+  for i, row in enumerate(rows):
+    tokens[i, width - len(row):] = row
+    mask[i, width - len(row):] = True
+  return tokens, mask
+
+
+def decode(tokenizer, new_tokens: np.ndarray, eos_ids: tuple[int, ...]) -> list[str]:
+  """Text of each row up to (not including) its first eos token."""
+  texts = []
+  for row in np.asarray(new_tokens).tolist():
+    stop = next((i for i, t in enumerate(row) if t in eos_ids), len(row))
+    texts.append(tokenizer.decode(row[:stop], skip_special_tokens=True))
+  return texts
+
+
+def eos_ids_of(tokenizer, config) -> tuple[int, ...]:
+  """Stop tokens: the model's eos ids plus the chat template's end-of-turn token when it has one."""
+  ids = set(config.eos_token_ids)
+  if tokenizer.eos_token_id is not None:
+    ids.add(tokenizer.eos_token_id)
+  for marker in ("<|im_end|>", "<end_of_turn>", "<|eot_id|>"):
+    token_id = tokenizer.convert_tokens_to_ids(marker)
+    if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
+      ids.add(token_id)
+  return tuple(sorted(ids))
+
+
+def chat(loaded, prompts: list[str], max_new_tokens: int = 64, lora: LoRA | None = None,
+         temperature: float = 0.0, seed: int = 0, system: str | None = None,
+         dtype=jnp.float32) -> list[str]:
+  """Answers each prompt with the loaded model (optionally LoRA-patched)."""
+  tokens, mask = encode_chat(loaded.tokenizer, prompts, system)
+  eos = eos_ids_of(loaded.tokenizer, loaded.config)
+  new = generate(loaded.module(dtype), loaded.params, jnp.asarray(tokens), jnp.asarray(mask),
+                 max_new_tokens, lora, jax.random.key(seed), temperature, eos)
+  return decode(loaded.tokenizer, np.asarray(new), eos)

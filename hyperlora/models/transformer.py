@@ -1,0 +1,237 @@
+"""A LoRA-patchable decoder-only transformer in Flax Linen, one module for every family.
+
+Layers are stacked on a leading axis and run with `nn.scan`, so compile time does not grow with
+depth. Family differences (Gemma-2's sandwich norms and soft-capping, Qwen's biases and q/k norms,
+sliding windows) are flags on `ModelConfig`; a per-layer boolean says which layers attend locally.
+
+LoRA enters as an argument, never as a parameter: `lora` is a `hyperlora.lora.LoRA` whose leaves are
+A [batch?, layers, r, d_in] and B [batch?, layers, d_out, r]; with the batch axis each example of
+the batch gets its own adapter.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from hyperlora.models.config import ModelConfig
+from hyperlora.models.layers import LoRADense, RMSNorm, apply_rotary, rotary_cos_sin
+
+Array = jax.Array
+
+ACTIVATIONS = {
+    "silu": nn.silu,
+    "gelu_pytorch_tanh": functools.partial(nn.gelu, approximate=True),
+    "gelu": functools.partial(nn.gelu, approximate=False),
+}
+_MASKED = -0.7 * float(jnp.finfo(jnp.float32).max)  # Finite, so fully masked rows stay NaN-free.
+
+
+@flax.struct.dataclass
+class KVCache:
+  """Fixed-size key/value cache; slot `index` is the next one written."""
+
+  k: Array  # [layers, batch, max_len, kv_heads, head_dim]
+  v: Array  # [layers, batch, max_len, kv_heads, head_dim]
+  positions: Array  # [batch, max_len] rotary position of each slot
+  valid: Array  # [batch, max_len] False for empty slots and padding
+  index: Array  # [] int32
+
+  @classmethod
+  def init(cls, config: ModelConfig, batch: int, max_len: int, dtype=jnp.float32) -> "KVCache":
+    shape = (config.num_layers, batch, max_len, config.num_kv_heads, config.head_dim)
+    return cls(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
+               positions=jnp.zeros((batch, max_len), jnp.int32),
+               valid=jnp.zeros((batch, max_len), bool), index=jnp.zeros((), jnp.int32))
+
+
+class Output(NamedTuple):
+  logits: Array  # [batch, seq, vocab] float32 ([batch, 1, vocab] with only_last_logits)
+  cache: KVCache | None
+  hidden_states: Array | None  # [layers, batch, seq, hidden]: the output of every layer
+
+
+class Attention(nn.Module):
+  config: ModelConfig
+  lora_scale: float
+  dtype: jnp.dtype
+  param_dtype: jnp.dtype
+
+  @nn.compact
+  def __call__(self, x, cos, sin, mask, lora, cache_kv, cache_index):
+    c = self.config
+    batch, seq, _ = x.shape
+    dense = functools.partial(LoRADense, dtype=self.dtype, param_dtype=self.param_dtype)
+    lora = lora or {}
+    q = dense(c.num_heads * c.head_dim, ("embed", "heads"), c.attention_bias, name="q_proj")(
+        x, lora.get("q_proj"), self.lora_scale)
+    k = dense(c.num_kv_heads * c.head_dim, ("embed", "kv_heads"), c.attention_bias, name="k_proj")(
+        x, lora.get("k_proj"), self.lora_scale)
+    v = dense(c.num_kv_heads * c.head_dim, ("embed", "kv_heads"), c.attention_bias, name="v_proj")(
+        x, lora.get("v_proj"), self.lora_scale)
+    q = q.reshape(batch, seq, c.num_heads, c.head_dim)  # [batch, seq, heads, head_dim]
+    k = k.reshape(batch, seq, c.num_kv_heads, c.head_dim)  # [batch, seq, kv_heads, head_dim]
+    v = v.reshape(batch, seq, c.num_kv_heads, c.head_dim)
+    if c.qk_norm:
+      q = RMSNorm(c.rms_norm_eps, param_dtype=self.param_dtype, name="q_norm")(q)
+      k = RMSNorm(c.rms_norm_eps, param_dtype=self.param_dtype, name="k_norm")(k)
+    q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+
+    new_cache_kv = None
+    if cache_kv is not None:
+      cache_k, cache_v = cache_kv
+      k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), (0, cache_index, 0, 0))
+      v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, cache_index, 0, 0))
+      new_cache_kv = (k, v)
+      k, v = k.astype(self.dtype), v.astype(self.dtype)
+
+    # Grouped-query attention: query head h reads kv head h // group.
+    group = c.num_heads // c.num_kv_heads
+    q = q.reshape(batch, seq, c.num_kv_heads, group, c.head_dim)
+    scores = jnp.einsum("btkgd,bskd->bkgts", q, k).astype(jnp.float32) * c.attention_scale
+    if c.attn_logit_softcap is not None:
+      scores = jnp.tanh(scores / c.attn_logit_softcap) * c.attn_logit_softcap
+    scores = jnp.where(mask[:, None, None], scores, _MASKED)  # [batch, kv, group, seq, kv_len]
+    probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(batch, seq, c.num_heads * c.head_dim)
+    out = dense(c.hidden_size, ("heads", "embed"), name="o_proj")(
+        out, lora.get("o_proj"), self.lora_scale)
+    return out, new_cache_kv
+
+
+class MLP(nn.Module):
+  config: ModelConfig
+  lora_scale: float
+  dtype: jnp.dtype
+  param_dtype: jnp.dtype
+
+  @nn.compact
+  def __call__(self, x, lora):
+    c = self.config
+    dense = functools.partial(LoRADense, dtype=self.dtype, param_dtype=self.param_dtype)
+    lora = lora or {}
+    gate = dense(c.intermediate_size, ("embed", "mlp"), name="gate_proj")(
+        x, lora.get("gate_proj"), self.lora_scale)
+    up = dense(c.intermediate_size, ("embed", "mlp"), name="up_proj")(
+        x, lora.get("up_proj"), self.lora_scale)
+    hidden = ACTIVATIONS[c.hidden_act](gate) * up  # [batch, seq, intermediate]
+    return dense(c.hidden_size, ("mlp", "embed"), name="down_proj")(
+        hidden, lora.get("down_proj"), self.lora_scale)
+
+
+class DecoderLayer(nn.Module):
+  """One pre-norm block; Gemma-2 adds norms after attention and around the MLP."""
+
+  config: ModelConfig
+  lora_scale: float
+  dtype: jnp.dtype
+  param_dtype: jnp.dtype
+  keep_hidden: bool
+
+  @nn.compact
+  def __call__(self, h, is_local, lora, cache_kv, cos, sin, masks, cache_index):
+    c = self.config
+    norm = functools.partial(RMSNorm, c.rms_norm_eps, c.norm_offset, self.param_dtype)
+    kw = dict(config=c, lora_scale=self.lora_scale, dtype=self.dtype, param_dtype=self.param_dtype)
+    mask = jnp.where(is_local, masks[1], masks[0])
+    attn_out, new_cache_kv = Attention(**kw, name="self_attn")(
+        norm(name="input_layernorm")(h), cos, sin, mask, lora, cache_kv, cache_index)
+    if c.sandwich_norm:
+      attn_out = norm(name="post_attention_layernorm")(attn_out)
+    h = h + attn_out
+    pre_mlp = "pre_feedforward_layernorm" if c.sandwich_norm else "post_attention_layernorm"
+    mlp_out = MLP(**kw, name="mlp")(norm(name=pre_mlp)(h), lora)
+    if c.sandwich_norm:
+      mlp_out = norm(name="post_feedforward_layernorm")(mlp_out)
+    h = h + mlp_out  # [batch, seq, hidden]
+    return h, (new_cache_kv, h if self.keep_hidden else None)
+
+
+def _attention_masks(positions, kv_positions, kv_valid, q_slots, kv_len, window):
+  """(global, local) boolean masks [batch, seq, kv_len]: causal by slot, local by position."""
+  causal = jnp.arange(kv_len)[None, None, :] <= q_slots[None, :, None]
+  global_mask = causal & kv_valid[:, None, :]
+  if window is None:
+    return global_mask, global_mask
+  distance = positions[:, :, None] - kv_positions[:, None, :]
+  return global_mask, global_mask & (distance < window)
+
+
+class Transformer(nn.Module):
+  """Decoder-only LLM. `__call__(tokens, ..., lora=None)` is the plain model when lora is None."""
+
+  config: ModelConfig
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+  remat: bool = False  # Recompute each layer in the backward pass (training memory).
+
+  @nn.compact
+  def __call__(self, tokens, attention_mask=None, positions=None, lora=None, cache=None,
+               return_hidden_states=False, only_last_logits=False) -> Output:
+    """tokens [batch, seq] int; attention_mask [batch, seq] (1 = real token, 0 = padding).
+
+    positions default to the count of real tokens before each one (left padding works); with a
+    cache they continue from the cached tokens.
+    """
+    c = self.config
+    batch, seq = tokens.shape
+    if attention_mask is None:
+      attention_mask = jnp.ones((batch, seq), bool)
+    attention_mask = attention_mask.astype(bool)
+    past = 0 if cache is None else jnp.sum(cache.valid, axis=-1, keepdims=True)
+    if positions is None:
+      positions = past + jnp.maximum(jnp.cumsum(attention_mask, axis=-1) - 1, 0)
+
+    if cache is None:
+      kv_positions, kv_valid, start, kv_len = positions, attention_mask, 0, seq
+    else:
+      start, kv_len = cache.index, cache.k.shape[2]
+      kv_positions = jax.lax.dynamic_update_slice(cache.positions, positions.astype(jnp.int32), (0, start))
+      kv_valid = jax.lax.dynamic_update_slice(cache.valid, attention_mask, (0, start))
+    masks = _attention_masks(positions, kv_positions, kv_valid, start + jnp.arange(seq), kv_len,
+                             c.sliding_window)
+    cos, sin = rotary_cos_sin(positions, jnp.asarray(c.inverse_frequencies()))
+
+    embed = nn.Embed(c.vocab_size, c.hidden_size, dtype=self.dtype, param_dtype=self.param_dtype,
+                     embedding_init=nn.with_logical_partitioning(
+                         nn.initializers.normal(0.02), ("vocab", "embed")), name="embed_tokens")
+    h = embed(tokens)  # [batch, seq, hidden]
+    if c.scale_embeddings:
+      h = h * jnp.asarray(c.hidden_size**0.5, self.dtype)
+
+    layer_lora = None
+    if lora is not None:
+      lora.check_modules()
+      layer_lora = lora.layer_major().weights  # leaves [layers, batch?, ...] for the scan
+    cache_kv = None if cache is None else (cache.k, cache.v)
+
+    layer_cls = nn.remat(DecoderLayer, prevent_cse=False) if self.remat else DecoderLayer
+    layers = nn.scan(layer_cls, variable_axes={"params": 0}, split_rngs={"params": True},
+                     in_axes=(0, 0, 0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
+                     length=c.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
+    h, (new_cache_kv, hidden_states) = layers(
+        config=c, lora_scale=1.0 if lora is None else lora.scale, dtype=self.dtype,
+        param_dtype=self.param_dtype, keep_hidden=return_hidden_states, name="layers")(
+            h, jnp.asarray(c.local_layers), layer_lora, cache_kv, cos, sin, masks, start)
+    h = RMSNorm(c.rms_norm_eps, c.norm_offset, self.param_dtype, name="norm")(h)
+    if only_last_logits:
+      h = h[:, -1:]
+    if c.tie_word_embeddings:
+      logits = embed.attend(h)
+    else:
+      logits = LoRADense(c.vocab_size, ("embed", "vocab"), dtype=self.dtype,
+                         param_dtype=self.param_dtype, name="lm_head")(h)
+    logits = logits.astype(jnp.float32)
+    if c.final_logit_softcap is not None:
+      logits = jnp.tanh(logits / c.final_logit_softcap) * c.final_logit_softcap
+
+    new_cache = None
+    if cache is not None:
+      new_cache = KVCache(k=new_cache_kv[0], v=new_cache_kv[1], positions=kv_positions,
+                          valid=kv_valid, index=cache.index + seq)
+    return Output(logits, new_cache, hidden_states)
