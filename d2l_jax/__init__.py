@@ -1,0 +1,1 @@
+"""Doc-to-LoRA: document -> LoRA adapter (see the D2L issue)."""

@@ -1,0 +1,1 @@
+"""Text-to-LoRA: task description -> LoRA adapter (see the T2L issue)."""
