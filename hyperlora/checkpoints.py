@@ -92,8 +92,18 @@ def load(path_or_name: str, dtype=jnp.float32, with_tokenizer: bool = True) -> L
   return model
 
 
-def _load_hf_dir(path: str, dtype, with_tokenizer: bool) -> LoadedModel:
-  import safetensors
+def load_config(path_or_name: str) -> ModelConfig:
+  """Only the ModelConfig of a model (no weights read): to check that artefacts fit it."""
+  path = resolve(path_or_name)
+  if os.path.isfile(path) and path.endswith(".gguf"):
+    import gguf
+    return _gguf_config(gguf.GGUFReader(path), path)
+  if os.path.isdir(path):
+    return _hf_config(path)
+  raise FileNotFoundError(f"no model at {path!r}")
+
+
+def _hf_config(path: str) -> ModelConfig:
   import transformers
 
   config_file = os.path.join(path, "config.json")
@@ -105,7 +115,14 @@ def _load_hf_dir(path: str, dtype, with_tokenizer: bool) -> LoadedModel:
     raise ValueError(f"unsupported model_type {model_type!r} in {config_file}; "
                      f"supported: {', '.join(SUPPORTED_FAMILIES)}")
   hf_config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
-  config = from_hf_config(hf_config, name=os.path.basename(os.path.normpath(path)))
+  return from_hf_config(hf_config, name=os.path.basename(os.path.normpath(path)))
+
+
+def _load_hf_dir(path: str, dtype, with_tokenizer: bool) -> LoadedModel:
+  import safetensors
+  import transformers
+
+  config = _hf_config(path)
 
   index_file = os.path.join(path, "model.safetensors.index.json")
   if os.path.isfile(index_file):
@@ -144,10 +161,7 @@ def _unpermute_rotary(weight: np.ndarray, n_heads: int) -> np.ndarray:
   return weight.reshape(n_heads, rows // n_heads // 2, 2, cols).swapaxes(1, 2).reshape(rows, cols)
 
 
-def _load_gguf(path: str, dtype, with_tokenizer: bool) -> LoadedModel:
-  import gguf
-
-  reader = gguf.GGUFReader(path)
+def _gguf_config(reader, path: str) -> ModelConfig:
   arch = _gguf_field(reader, "general.architecture")
   if arch != "llama":
     raise ValueError(f"GGUF architecture {arch!r} in {path!r} is not supported (only 'llama'); "
@@ -176,7 +190,15 @@ def _load_gguf(path: str, dtype, with_tokenizer: bool) -> LoadedModel:
       pad_token_id=_gguf_field(reader, "tokenizer.ggml.padding_token_id"),
       hidden_act="silu",
   )
-  config = from_hf_config(hf_config, name=_gguf_field(reader, "general.name", os.path.basename(path)))
+  return from_hf_config(hf_config, name=_gguf_field(reader, "general.name", os.path.basename(path)))
+
+
+def _load_gguf(path: str, dtype, with_tokenizer: bool) -> LoadedModel:
+  import gguf
+
+  reader = gguf.GGUFReader(path)
+  config = _gguf_config(reader, path)
+  n_heads, n_kv = config.num_heads, config.num_kv_heads
 
   def tensors():
     for tensor in reader.tensors:

@@ -44,7 +44,8 @@ def generate(model: Transformer, params: dict, tokens: jax.Array, attention_mask
   return new_tokens.T  # [batch, max_new_tokens]
 
 
-def encode_chat(tokenizer, prompts: list[str], system: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def encode_chat(tokenizer, prompts: list[str], system: str | None = None,
+                width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
   """Chat-formatted, left-padded token ids and mask [batch, seq] for a list of user messages."""
   rows = []
   for prompt in prompts:
@@ -52,11 +53,12 @@ def encode_chat(tokenizer, prompts: list[str], system: str | None = None) -> tup
         {"role": "user", "content": prompt}]
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     rows.append(tokenizer(text, add_special_tokens=False)["input_ids"])
-  return left_pad(rows, pad_id=tokenizer.pad_token_id or 0)
+  return left_pad(rows, tokenizer.pad_token_id or 0, width)
 
 
-def left_pad(rows: list[list[int]], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
-  width = max(len(r) for r in rows)
+def left_pad(rows: list[list[int]], pad_id: int = 0, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """[batch, width] tokens and mask; a fixed width keeps jitted shapes (and compiles) constant."""
+  width = max(max(len(r) for r in rows), width or 0)
   tokens = np.full((len(rows), width), pad_id, np.int32)
   mask = np.zeros((len(rows), width), bool)
   for i, row in enumerate(rows):

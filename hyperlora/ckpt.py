@@ -1,0 +1,50 @@
+"""Orbax checkpoints of a training run: the train state plus the config that made it."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import orbax.checkpoint as ocp
+
+
+def manager(directory: str, keep: int = 3, save_every: int = 1) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=save_every, create=True,
+                                         enable_async_checkpointing=True)
+  return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+
+def save(mngr: ocp.CheckpointManager, step: int, state, config: dict, force: bool = False) -> bool:
+  return mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                 config=ocp.args.JsonSave(config)), force=force)
+
+
+def read_config(directory: str, step: int | None = None) -> dict:
+  """The config saved with a checkpoint (latest step unless given), without restoring arrays."""
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f"no checkpoint directory {directory!r}")
+  with ocp.CheckpointManager(os.path.abspath(directory)) as mngr:
+    step = mngr.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"{directory!r} holds no finished checkpoint")
+    return dict(mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"])
+
+
+def restore(mngr: ocp.CheckpointManager, abstract_state, step: int | None = None):
+  """Restores the state at `step` (latest by default) into the structure of `abstract_state`."""
+  step = mngr.latest_step() if step is None else step
+  if step is None:
+    return None
+  target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
+  try:
+    restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+  except (ValueError, KeyError) as err:
+    raise ValueError(f"checkpoint step {step} in {mngr.directory} does not match this config's "
+                     f"model (different variant, modules, rank or base model?): {err}") from err
+  return restored["state"]
+
+
+def config_json(config) -> dict:
+  """An ml_collections ConfigDict (or dict) as plain JSON data."""
+  return json.loads(config.to_json() if hasattr(config, "to_json") else json.dumps(config))

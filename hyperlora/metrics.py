@@ -1,0 +1,33 @@
+"""Metric writers: TensorBoard event files (tensorboardX) plus a JSON-lines log; process 0 only."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+
+
+class MetricWriter:
+  def __init__(self, logdir: str):
+    self.enabled = jax.process_index() == 0
+    if not self.enabled:
+      return
+    from tensorboardX import SummaryWriter
+
+    os.makedirs(logdir, exist_ok=True)
+    self._tb = SummaryWriter(logdir)
+    self._jsonl = open(os.path.join(logdir, "metrics.jsonl"), "a")
+
+  def write(self, step: int, metrics: dict, prefix: str = "") -> None:
+    if not self.enabled:
+      return
+    for name, value in metrics.items():
+      self._tb.add_scalar(f"{prefix}/{name}" if prefix else name, value, step)
+    self._jsonl.write(json.dumps({"step": step, "prefix": prefix, **metrics}) + "\n")
+    self._jsonl.flush()
+
+  def close(self) -> None:
+    if self.enabled:
+      self._tb.close()
+      self._jsonl.close()

@@ -1,0 +1,164 @@
+"""The meta-training core shared by T2L and D2L: state, optimiser, a pure jitted step, the loop.
+
+A method supplies `adapter_fn(params, batch, rng, deterministic) -> LoRA` (a hypernetwork, or a LoRA
+learned directly) and an `aux_loss_fn(lora, batch)`; the language-model loss on answer tokens is
+common. The frozen base params are an argument of the step, never donated and never updated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from typing import Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from hyperlora.losses import response_cross_entropy
+
+log = logging.getLogger(__name__)
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: dict
+  opt_state: optax.OptState
+  rng: jax.Array
+
+
+def make_optimizer(lr: float, total_steps: int, warmup_frac: float = 0.2, weight_decay: float = 0.01,
+                   clip_norm: float = 1.0, schedule: str = "linear") -> optax.GradientTransformation:
+  """AdamW with linear warmup then linear (reference T2L) or cosine (reference D2L) decay."""
+  warmup = max(1, int(warmup_frac * total_steps))
+  if schedule == "linear":
+    lr_schedule = optax.join_schedules(
+        [optax.linear_schedule(0.0, lr, warmup), optax.linear_schedule(lr, 0.0, max(1, total_steps - warmup))],
+        [warmup])
+  elif schedule == "cosine":
+    lr_schedule = optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(warmup + 1, total_steps))
+  else:
+    raise ValueError(f"unknown schedule {schedule!r}; choose 'linear' or 'cosine'")
+  return optax.chain(optax.clip_by_global_norm(clip_norm),
+                     optax.adamw(lr_schedule, weight_decay=weight_decay))
+
+
+def init_state(params: dict, optimizer: optax.GradientTransformation, seed: int) -> TrainState:
+  # A raw uint32 key (not a typed key array) so checkpoints store it as a plain array.
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
+                    rng=jax.random.PRNGKey(seed))
+
+
+AdapterFn = Callable[..., "LoRA"]  # (params, batch, rng, deterministic) -> LoRA
+
+
+def lm_loss_fn(base_model, adapter_fn: AdapterFn, aux_loss_fn=None, label_smoothing: float = 0.0):
+  """loss(params, base_params, batch, rng, deterministic) -> (scalar, metrics)."""
+
+  def loss_fn(params, base_params, batch, rng, deterministic):
+    lora = adapter_fn(params, batch, rng, deterministic)
+    logits = base_model.apply({"params": base_params}, batch["tokens"], batch["attention_mask"],
+                              lora=lora).logits
+    per_example = response_cross_entropy(logits, batch["tokens"], batch["loss_mask"], label_smoothing)
+    lm_loss = per_example.mean()
+    metrics = {"lm_loss": lm_loss}
+    loss = lm_loss
+    if aux_loss_fn is not None:
+      aux = aux_loss_fn(lora, batch)
+      metrics["aux_loss"] = aux
+      loss = loss + aux
+    metrics["loss"] = loss
+    return loss, metrics
+
+  return loss_fn
+
+
+def make_train_step(loss_fn, optimizer: optax.GradientTransformation):
+  """train_step(state, base_params, batch) -> (state, metrics); jit it with the state donated."""
+
+  def train_step(state: TrainState, base_params, batch):
+    rng, step_rng = jax.random.split(state.rng)
+    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params, base_params, batch, step_rng, False)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics["grad_norm"] = optax.global_norm(grads)
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state, rng=rng), metrics
+
+  return train_step
+
+
+def make_eval_step(loss_fn):
+  def eval_step(params, base_params, batch):
+    return loss_fn(params, base_params, batch, jax.random.key(0), True)[1]
+  return eval_step
+
+
+class NonFiniteLossError(FloatingPointError):
+  pass
+
+
+def check_finite(metrics: dict, step: int) -> None:
+  loss = float(metrics["loss"])
+  if not math.isfinite(loss):
+    raise NonFiniteLossError(
+        f"loss is {loss} at step {step}: lower the learning rate (--config.lr), check the data "
+        f"for empty answers, or resume from the last checkpoint; nothing after it was saved")
+
+
+@dataclasses.dataclass
+class Throughput:
+  """Examples/s and tokens/s between two reports."""
+
+  start: float = dataclasses.field(default_factory=time.perf_counter)
+  examples: int = 0
+  tokens: int = 0
+
+  def add(self, batch: dict) -> None:
+    self.examples += len(batch["tokens"])
+    self.tokens += int(np.asarray(batch["attention_mask"]).sum())
+
+  def report(self) -> dict:
+    elapsed = max(time.perf_counter() - self.start, 1e-9)
+    out = {"examples_per_s": self.examples / elapsed, "tokens_per_s": self.tokens / elapsed}
+    self.start, self.examples, self.tokens = time.perf_counter(), 0, 0
+    return out
+
+
+def fit(*, loss_fn, optimizer, state: TrainState, base_params, batches: Callable[[int], dict],
+        total_steps: int, mngr=None, config_json: dict | None = None, writer=None,
+        log_every: int = 10, ckpt_every: int = 100, desc: str = "train") -> TrainState:
+  """Runs train steps from state.step to total_steps with progress, metrics and checkpoints.
+
+  `batches(step)` must be a pure function of the step, so resuming needs no iterator state.
+  """
+  from tqdm.auto import tqdm
+
+  step_fn = jax.jit(make_train_step(loss_fn, optimizer), donate_argnums=0)
+  start = int(state.step)
+  throughput = Throughput()
+  bar = tqdm(range(start, total_steps), initial=start, total=total_steps, desc=desc,
+             disable=jax.process_index() != 0)
+  for step in bar:
+    batch = batches(step)
+    state, metrics = step_fn(state, base_params, batch)
+    throughput.add(batch)
+    done = step + 1
+    if done % log_every == 0 or done == total_steps:
+      metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      check_finite(metrics, done)
+      metrics.update(throughput.report())
+      bar.set_postfix(loss=f"{metrics['loss']:.4f}", tok_s=f"{metrics['tokens_per_s']:.0f}")
+      if writer is not None:
+        writer.write(done, metrics, prefix=desc)
+    if mngr is not None and (done % ckpt_every == 0 or done == total_steps):
+      from hyperlora import ckpt
+      ckpt.save(mngr, done, state, config_json or {}, force=done == total_steps)
+  if mngr is not None:
+    mngr.wait_until_finished()
+  return state

@@ -1,0 +1,82 @@
+"""Supervised batches for T2L: n tasks x m examples, a random description per example.
+
+A batch is a pure function of (seed, step), so the iterator's whole state is the step number and a
+resumed run sees exactly the batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from t2l_jax.tasks import Task
+
+
+def encode_example(tokenizer, prompt: str, target: str, max_len: int,
+                   system: str | None = None) -> tuple[list[int], list[int]]:
+  """Chat-formatted prompt + target + end of turn -> (token ids, loss mask on the answer)."""
+  messages = ([{"role": "system", "content": system}] if system else []) + [
+      {"role": "user", "content": prompt}]
+  prompt_text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+  full_text = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": target}],
+                                            tokenize=False)
+  prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+  full_ids = tokenizer(full_text, add_special_tokens=False)["input_ids"]
+  if full_ids[:len(prompt_ids)] != prompt_ids:
+    raise ValueError("the chat template does not extend the prompt with the answer; "
+                     "is this tokenizer's template a chat template?")
+  answer_ids = full_ids[len(prompt_ids):]
+  answer_ids = answer_ids[:_end_of_answer(tokenizer, answer_ids)]
+  if len(answer_ids) >= max_len:
+    raise ValueError(f"answer of {len(answer_ids)} tokens does not fit max_len={max_len}")
+  prompt_ids = prompt_ids[-(max_len - len(answer_ids)):]  # Keep the end of a long prompt.
+  return prompt_ids + answer_ids, [0] * len(prompt_ids) + [1] * len(answer_ids)
+
+
+def _end_of_answer(tokenizer, answer_ids: list[int]) -> int:
+  """Length of the answer up to and including its end-of-turn token (drops the template's tail)."""
+  end_ids = {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")}
+  for i, token in enumerate(answer_ids):
+    if token in end_ids:
+      return i + 1
+  return len(answer_ids)
+
+
+def pad_batch(rows: list[tuple[list[int], list[int]]], max_len: int, pad_id: int) -> dict:
+  tokens = np.full((len(rows), max_len), pad_id, np.int32)
+  loss_mask = np.zeros((len(rows), max_len), np.float32)
+  attention_mask = np.zeros((len(rows), max_len), bool)
+  for i, (ids, mask) in enumerate(rows):
+    tokens[i, :len(ids)], loss_mask[i, :len(ids)], attention_mask[i, :len(ids)] = ids, mask, True
+  return {"tokens": tokens, "loss_mask": loss_mask, "attention_mask": attention_mask}
+
+
+class SFTBatches:
+  """Batches of `tasks_per_batch` tasks x `examples_per_task` examples with task embeddings."""
+
+  def __init__(self, tasks: list[Task], embeddings: dict[str, np.ndarray], tokenizer, *,
+               tasks_per_batch: int, examples_per_task: int, max_len: int, seed: int):
+    if tasks_per_batch > len(tasks):
+      raise ValueError(f"tasks_per_batch={tasks_per_batch} exceeds the {len(tasks)} training tasks")
+    self.tasks, self.embeddings, self.tokenizer = tasks, embeddings, tokenizer
+    self.tasks_per_batch, self.examples_per_task = tasks_per_batch, examples_per_task
+    self.max_len, self.seed = max_len, seed
+
+  @property
+  def batch_size(self) -> int:
+    return self.tasks_per_batch * self.examples_per_task
+
+  def __call__(self, step: int) -> dict:
+    rng = np.random.default_rng([self.seed, step])
+    rows, task_emb, task_ids = [], [], []
+    for task_index in rng.choice(len(self.tasks), self.tasks_per_batch, replace=False):
+      task = self.tasks[task_index]
+      for example_seed in rng.integers(0, 2**31, self.examples_per_task):
+        task_input, target = task.examples(1, int(example_seed))[0]
+        rows.append(encode_example(self.tokenizer, task.prompt(task_input), target, self.max_len))
+        descriptions = self.embeddings[task.name]
+        task_emb.append(descriptions[rng.integers(len(descriptions))])
+        task_ids.append(task_index)
+    batch = pad_batch(rows, self.max_len, self.tokenizer.pad_token_id or 0)
+    batch["task_emb"] = np.stack(task_emb).astype(np.float32)
+    batch["task_id"] = np.asarray(task_ids, np.int32)
+    return batch

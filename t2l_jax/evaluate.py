@@ -1,0 +1,116 @@
+"""Zero-shot evaluation on held-out tasks: base, multi-task LoRA, oracle LoRAs and T2L adapters
+from the tasks' own (unseen) descriptions, held-out paraphrases and random strings; one table."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hyperlora import generate as gen
+from hyperlora import lora as lora_lib
+from hyperlora.losses import response_cross_entropy
+from t2l_jax import model as t2l_model
+from t2l_jax.data import encode_example, pad_batch
+from t2l_jax.generate import Generator, restore_state_params
+
+
+class TaskEval:
+  """Loss (teacher-forced, answer tokens) and exact match (greedy) of one adapter on one task."""
+
+  def __init__(self, base, config):
+    self.base, self.config = base, config
+    self.model = base.module()
+    self.eos = gen.eos_ids_of(base.tokenizer, base.config)
+    self._loss = jax.jit(lambda params, batch, lora: response_cross_entropy(
+        self.model.apply({"params": params}, batch["tokens"], batch["attention_mask"], lora=lora).logits,
+        batch["tokens"], batch["loss_mask"]))
+
+  def __call__(self, task, lora) -> dict:
+    ec, tok = self.config.eval, self.base.tokenizer
+    examples = task.examples(ec.examples_per_task, ec.seed)
+    rows = [encode_example(tok, task.prompt(x), y, self.config.data.max_len) for x, y in examples]
+    batch = {k: jnp.asarray(v) for k, v in pad_batch(rows, self.config.data.max_len, tok.pad_token_id or 0).items()}
+    loss = float(self._loss(self.base.params, batch, lora).mean())
+    tokens, mask = gen.encode_chat(tok, [task.prompt(x) for x, _ in examples], width=self.config.data.max_len)
+    new = gen.generate(self.model, self.base.params, jnp.asarray(tokens), jnp.asarray(mask),
+                       ec.max_new_tokens, lora, eos_ids=self.eos)
+    answers = gen.decode(tok, np.asarray(new), self.eos)
+    exact = float(np.mean([a.strip() == y.strip() for a, (_, y) in zip(answers, examples)]))
+    return {"loss": loss, "exact_match": exact}
+
+
+def _cycle(embeddings: np.ndarray, n: int) -> jnp.ndarray:
+  return jnp.asarray(np.resize(embeddings, (n, embeddings.shape[-1])))
+
+
+def evaluate(workdir: str, out_json: str | None = None, seen_tasks: int = 8) -> list[dict]:
+  generator = Generator(workdir)
+  config = generator.config
+  setup = t2l_model.build(config)
+  paths = t2l_model.workdir_paths(workdir)
+  n = config.eval.examples_per_task
+  task_eval = TaskEval(setup.base, config)
+  t2l = lambda emb: generator._apply(generator.params, _cycle(emb, n))
+  random_emb = setup.embed(t2l_model.RANDOM_DESCRIPTIONS)
+
+  multitask = None
+  if os.path.isdir(paths["multitask"]) and os.listdir(paths["multitask"]):
+    abstract = jax.eval_shape(lambda: t2l_model.init_direct_lora(setup.spec, setup.base.config, 0))
+    multitask = lora_lib.LoRA(restore_state_params(paths["multitask"], abstract, config.train), setup.spec.scale)
+
+  def oracle(task):
+    directory = os.path.join(paths["oracle"], task.name)
+    if not os.path.isdir(directory):
+      return None
+    abstract = jax.eval_shape(lambda: t2l_model.init_direct_lora(setup.spec, setup.base.config, 0))
+    return lora_lib.LoRA(restore_state_params(directory, abstract, config.train), setup.spec.scale)
+
+  groups = {"held-out": setup.eval_tasks, "seen": setup.train_tasks[:seen_tasks]}
+  train_emb = {g: t2l_model.description_embeddings(setup, ts, config, "train", paths["cache"]) for g, ts in groups.items()}
+  heldout_emb = {g: t2l_model.description_embeddings(setup, ts, config, "held_out", paths["cache"]) for g, ts in groups.items()}
+  variants = {
+      "base model": lambda g, t: None,
+      "multi-task LoRA": (lambda g, t: multitask) if multitask is not None else None,
+      "oracle LoRA (trained on the task)": lambda g, t: oracle(t),
+      "T2L, task descriptions": lambda g, t: t2l(train_emb[g][t.name]),
+      "T2L, held-out paraphrases": lambda g, t: t2l(heldout_emb[g][t.name]),
+      "T2L, random descriptions": lambda g, t: t2l(random_emb),
+  }
+  from tqdm.auto import tqdm
+
+  rows = []
+  for name, make_lora in variants.items():
+    if make_lora is None:
+      continue
+    row = {"adapter": name}
+    for group, tasks in groups.items():
+      scores = []
+      for task in tqdm(tasks, desc=f"{name} / {group}", leave=False):
+        lora = make_lora(group, task)
+        if lora is None and name.startswith("oracle"):
+          break
+        scores.append(task_eval(task, lora))
+      if len(scores) == len(tasks):
+        row[f"{group} exact match"] = float(np.mean([s["exact_match"] for s in scores]))
+        row[f"{group} loss"] = float(np.mean([s["loss"] for s in scores]))
+    if len(row) > 1:
+      rows.append(row)
+  print_table(rows)
+  if out_json:
+    os.makedirs(os.path.dirname(os.path.abspath(out_json)), exist_ok=True)
+    with open(out_json, "w") as f:
+      json.dump({"workdir": workdir, "held_out_tasks": [t.name for t in setup.eval_tasks], "rows": rows}, f, indent=2)
+  return rows
+
+
+def print_table(rows: list[dict]) -> None:
+  columns = list(dict.fromkeys(k for r in rows for k in r))
+  fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)
+  widths = [max(len(c), *(len(fmt(r.get(c, ""))) for r in rows)) for c in columns]
+  print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+  for r in rows:
+    print("  ".join(fmt(r.get(c, "-")).ljust(w) for c, w in zip(columns, widths)))

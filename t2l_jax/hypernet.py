@@ -1,0 +1,148 @@
+"""The Text-to-LoRA hypernetwork (L, M and S variants) in Flax Linen.
+
+One trunk runs for every (layer, module) pair of the base model, batched:
+
+  z = concat(LN(W_task e), LN(E_depth[l]), LN(E_module[m]))        # [tasks, L, M, h]
+  z = mixer(z); z = z + mlp1(z)                                     # residual blocks
+  M: z = z + LN(E_ab[m, A|B])          S: also + LN(E_rank[j])      # which output to make
+  z = z + mlp2(z); z = mlp3(z)                                      # [..., head_in]
+  L: [A; B] = head_m(z)   M: A or B = head_m(z)[:r*d]   S: one rank row/column = head_m(z)
+
+Step 0 is the base model. L: head weights zero, head bias = [kaiming-uniform A, zero B] (the
+reference's bias hyper-init). M and S make A and B with one head, so a zero B cannot come from the
+bias; instead B is multiplied by a learned per-module gate initialised at 0 (one scalar per module).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from hyperlora.lora import LoRA, rslora_scale
+from hyperlora.models.config import ModelConfig
+
+VARIANTS = ("L", "M", "S")
+
+
+@dataclasses.dataclass(frozen=True)
+class HyperSpec:
+  """What the hypernetwork generates (from the base model) and how wide it is."""
+
+  variant: str
+  modules: tuple[str, ...]
+  dims: tuple[tuple[int, int], ...]  # (d_in, d_out) per module
+  num_layers: int
+  rank: int = 8
+  lora_alpha: float = 16.0
+  latent: int = 128  # h
+  head_in: int = 512
+  dropout: float = 0.05
+
+  def __post_init__(self):
+    if self.variant not in VARIANTS:
+      raise ValueError(f"unknown hypernetwork variant {self.variant!r}; choose from {VARIANTS}")
+    if not self.modules:
+      raise ValueError("the hypernetwork needs at least one target module")
+
+  @classmethod
+  def for_model(cls, config: ModelConfig, variant: str, modules, **kwargs) -> "HyperSpec":
+    modules = tuple(modules)
+    dims = tuple(config.projection_dims(m) for m in modules)  # Raises on unknown modules.
+    return cls(variant=variant, modules=modules, dims=dims, num_layers=config.num_layers, **kwargs)
+
+  @property
+  def scale(self) -> float:
+    return rslora_scale(self.lora_alpha, self.rank)  # rsLoRA, as the reference trains
+
+
+class FeedForward(nn.Module):
+  """[LN], Linear(h, 4h), SiLU, Dropout, Linear(4h, out), SiLU, [Dropout]."""
+
+  out: int
+  dropout: float
+  pre_norm: bool
+  final_dropout: bool = True
+
+  @nn.compact
+  def __call__(self, x, deterministic):
+    if self.pre_norm:
+      x = nn.LayerNorm()(x)
+    x = nn.silu(nn.Dense(4 * x.shape[-1])(x))
+    x = nn.Dropout(self.dropout)(x, deterministic)
+    x = nn.silu(nn.Dense(self.out)(x))
+    return nn.Dropout(self.dropout)(x, deterministic) if self.final_dropout else x
+
+
+def _kaiming_bias(d_in):
+  bound = 1.0 / math.sqrt(d_in)  # PEFT's default A init (kaiming-uniform, a=sqrt(5))
+  return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+class T2LHypernet(nn.Module):
+  spec: HyperSpec
+
+  @nn.compact
+  def __call__(self, task_emb: jax.Array, deterministic: bool = True) -> LoRA:
+    """task_emb [tasks, d_emb] -> a batched LoRA (one adapter per task)."""
+    s = self.spec
+    h, n_mod, n_tasks = s.latent, len(s.modules), task_emb.shape[0]
+    task = nn.LayerNorm()(nn.Dense(h // 2, name="task_proj")(task_emb))  # [tasks, h/2]
+    depth = nn.LayerNorm()(nn.Embed(s.num_layers, h // 4, name="depth_emb")(jnp.arange(s.num_layers)))
+    module = nn.LayerNorm()(nn.Embed(n_mod, h // 4, name="module_emb")(jnp.arange(n_mod)))
+    z = jnp.concatenate([
+        jnp.broadcast_to(task[:, None, None], (n_tasks, s.num_layers, n_mod, h // 2)),
+        jnp.broadcast_to(depth[None, :, None], (n_tasks, s.num_layers, n_mod, h // 4)),
+        jnp.broadcast_to(module[None, None], (n_tasks, s.num_layers, n_mod, h // 4)),
+    ], axis=-1)  # [tasks, L, M, h]
+    z = nn.Dropout(s.dropout)(z, deterministic)
+    z = FeedForward(h, s.dropout, pre_norm=False, name="mixer")(z, deterministic)
+    z = z + FeedForward(h, s.dropout, pre_norm=True, name="mlp1")(z, deterministic)
+
+    if s.variant != "L":
+      which = nn.LayerNorm()(self.param("ab_emb", nn.initializers.normal(1.0), (n_mod, 2, h)))
+      z = z[:, :, :, None] + which  # [tasks, L, M, 2 (A|B), h]
+    if s.variant == "S":
+      rank_emb = nn.LayerNorm()(nn.Embed(s.rank, h, name="rank_emb")(jnp.arange(s.rank)))
+      z = z[..., None, :] + rank_emb  # [tasks, L, M, 2, r, h]
+    z = z + FeedForward(h, s.dropout, pre_norm=True, name="mlp2")(z, deterministic)
+    z = FeedForward(s.head_in, s.dropout, pre_norm=True, final_dropout=False, name="mlp3")(
+        z, deterministic)
+
+    weights = {}
+    for m, (module_name, (d_in, d_out)) in enumerate(zip(s.modules, s.dims)):
+      weights[module_name] = self._head(module_name, z[:, :, m], d_in, d_out)
+    return LoRA(weights, s.scale)
+
+  def _head(self, name, z, d_in, d_out):
+    """Trunk features of one module -> {"A": [tasks, L, r, d_in], "B": [tasks, L, d_out, r]}."""
+    s, r = self.spec, self.spec.rank
+    if s.variant == "L":
+      bias_a = _kaiming_bias(d_in)
+      init = lambda key, shape, dtype=jnp.float32: jnp.concatenate(
+          [bias_a(key, (r * d_in,), dtype), jnp.zeros((r * d_out,), dtype)])
+      out = nn.Dense(r * (d_in + d_out), kernel_init=nn.initializers.zeros, bias_init=init,
+                     name=f"head_{name}")(z)  # [tasks, L, r (d_in + d_out)]
+      a = out[..., :r * d_in].reshape(*out.shape[:-1], r, d_in)
+      b = out[..., r * d_in:].reshape(*out.shape[:-1], d_out, r)
+      return {"A": a, "B": b}
+    width = max(d_in, d_out)
+    gate = self.param(f"b_gate_{name}", nn.initializers.zeros, ())
+    head = nn.Dense(width * (r if s.variant == "M" else 1), kernel_init=nn.initializers.zeros,
+                    bias_init=_kaiming_bias(d_in), name=f"head_{name}")
+    out = head(z)  # M: [tasks, L, 2, r * width]; S: [tasks, L, 2, r, width]
+    rows = out.reshape(*out.shape[:3], r, width)  # [tasks, L, 2, r, width]
+    a = rows[:, :, 0, :, :d_in]
+    b = gate * jnp.swapaxes(rows[:, :, 1, :, :d_out], -1, -2)
+    return {"A": a, "B": b}
+
+
+def count_params(params) -> int:
+  return sum(x.size for x in jax.tree.leaves(params))
+
+
+def init_params(spec: HyperSpec, embed_dim: int, rng: jax.Array):
+  return T2LHypernet(spec).init(rng, jnp.zeros((1, embed_dim)))["params"]

@@ -1,0 +1,88 @@
+"""T2L meta-training (SFT), plus the multi-task and oracle LoRA baselines, from one config."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+
+import jax
+
+from hyperlora import ckpt
+from hyperlora import train as train_lib
+from hyperlora.metrics import MetricWriter
+from t2l_jax import model as t2l_model
+from t2l_jax.data import SFTBatches
+from t2l_jax.hypernet import count_params, init_params
+
+log = logging.getLogger(__name__)
+
+
+def saved_config(config, setup) -> dict:
+  """What a checkpoint keeps besides arrays: the config and the derived hypernetwork spec."""
+  out = ckpt.config_json(config)
+  out["spec"] = {**dataclasses.asdict(setup.spec)}
+  out["embed_dim"] = setup.embed_dim
+  return out
+
+
+def _run(setup, config, *, params, adapter_fn, batches, steps, directory, writer, desc, lr=None):
+  tc = config.train
+  optimizer = train_lib.make_optimizer(lr or tc.lr, steps, tc.warmup_frac, tc.weight_decay, tc.clip_norm)
+  loss_fn = train_lib.lm_loss_fn(setup.base.module(jax.numpy.dtype(config.dtype), remat=tc.remat),
+                                 adapter_fn, t2l_model.l2_penalty(tc.l2_coef), tc.label_smoothing)
+  state = train_lib.init_state(params, optimizer, tc.seed)
+  mngr = ckpt.manager(directory, keep=tc.keep_checkpoints)
+  restored = ckpt.restore(mngr, state)
+  if restored is not None:
+    log.info("%s: resuming from step %d in %s", desc, int(restored.step), directory)
+    state = restored
+  state = train_lib.fit(loss_fn=loss_fn, optimizer=optimizer, state=state,
+                        base_params=setup.base.params, batches=batches, total_steps=steps, mngr=mngr,
+                        config_json=saved_config(config, setup), writer=writer,
+                        log_every=tc.log_every, ckpt_every=tc.ckpt_every, desc=desc)
+  mngr.close()
+  return state
+
+
+def train(config) -> str:
+  """Meta-trains T2L into config.workdir; returns the workdir."""
+  setup = t2l_model.build(config)
+  paths = t2l_model.workdir_paths(config.workdir)
+  tc, dc = config.train, config.data
+  params = init_params(setup.spec, setup.embed_dim, jax.random.key(tc.seed))
+  log.info("T2L-%s hypernetwork: %s parameters; base %s; %d train / %d held-out tasks",
+           setup.spec.variant, f"{count_params(params):,}", setup.base.config.name,
+           len(setup.train_tasks), len(setup.eval_tasks))
+  embeddings = t2l_model.description_embeddings(setup, setup.train_tasks, config, "train", paths["cache"])
+  batches = SFTBatches(setup.train_tasks, embeddings, setup.base.tokenizer,
+                       tasks_per_batch=dc.tasks_per_batch, examples_per_task=dc.examples_per_task,
+                       max_len=dc.max_len, seed=tc.seed)
+  writer = MetricWriter(paths["logs"])
+  _run(setup, config, params=params, adapter_fn=t2l_model.hypernet_adapter_fn(setup.hypernet),
+       batches=batches, steps=tc.steps, directory=paths["checkpoints"], writer=writer, desc="t2l")
+
+  baselines = config.baselines
+  direct = t2l_model.direct_adapter_fn(setup.spec.scale)
+  if baselines.multitask_steps:
+    _run(setup, config, params=t2l_model.init_direct_lora(setup.spec, setup.base.config, tc.seed),
+         adapter_fn=direct, batches=batches, steps=baselines.multitask_steps,
+         directory=paths["multitask"], writer=writer, desc="multitask", lr=baselines.lr)
+  if baselines.oracle_steps:
+    for task in setup.eval_tasks:
+      oracle_batches = SFTBatches([task], {task.name: embeddings_for_oracle(setup.embed_dim)},
+                                  setup.base.tokenizer, tasks_per_batch=1,
+                                  examples_per_task=dc.tasks_per_batch * dc.examples_per_task,
+                                  max_len=dc.max_len, seed=tc.seed)
+      _run(setup, config, params=t2l_model.init_direct_lora(setup.spec, setup.base.config, tc.seed),
+           adapter_fn=direct, batches=oracle_batches, steps=baselines.oracle_steps,
+           directory=os.path.join(paths["oracle"], task.name), writer=writer,
+           desc=f"oracle/{task.name}", lr=baselines.lr)
+  writer.close()
+  return config.workdir
+
+
+def embeddings_for_oracle(dim: int):
+  """Oracle LoRAs ignore the task embedding; the batcher still wants one per example."""
+  import numpy as np
+  return np.zeros((1, dim), np.float32)
