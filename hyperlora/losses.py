@@ -8,16 +8,15 @@ import jax.numpy as jnp
 from hyperlora.lora import LoRA
 
 
-def response_cross_entropy(logits: jax.Array, tokens: jax.Array, loss_mask: jax.Array,
-                           label_smoothing: float = 0.0) -> jax.Array:
-  """Per-example mean next-token loss over answer tokens: [batch].
+def answer_cross_entropy(logits: jax.Array, targets: jax.Array, mask: jax.Array,
+                         label_smoothing: float = 0.0) -> jax.Array:
+  """Per-example mean loss over answer tokens: [batch].
 
-  logits [batch, seq, vocab] predict tokens[:, 1:]; loss_mask [batch, seq] marks answer tokens.
+  logits [batch, k, vocab] predict targets [batch, k]; mask [batch, k] marks real answer tokens.
   Label smoothing puts (1 - eps) on the target and eps uniformly on the vocabulary. Each example is
   normalised by its own answer length (the reference's per-sample length normalisation).
   """
-  log_probs = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
-  targets, mask = tokens[:, 1:], loss_mask[:, 1:]
+  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
   nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]  # [batch, seq - 1]
   if label_smoothing:
     nll = (1.0 - label_smoothing) * nll - label_smoothing * log_probs.mean(axis=-1)

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hyperlora.losses import response_cross_entropy
+from hyperlora.losses import answer_cross_entropy
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,8 @@ def lm_loss_fn(base_model, adapter_fn: AdapterFn, aux_loss_fn=None, label_smooth
   def loss_fn(params, base_params, batch, rng, deterministic):
     lora = adapter_fn(params, batch, rng, deterministic)
     logits = base_model.apply({"params": base_params}, batch["tokens"], batch["attention_mask"],
-                              lora=lora).logits
-    per_example = response_cross_entropy(logits, batch["tokens"], batch["loss_mask"], label_smoothing)
+                              lora=lora, logits_at=batch["target_index"]).logits
+    per_example = answer_cross_entropy(logits, batch["target_ids"], batch["target_mask"], label_smoothing)
     lm_loss = per_example.mean()
     metrics = {"lm_loss": lm_loss}
     loss = lm_loss
@@ -87,7 +87,7 @@ def make_train_step(loss_fn, optimizer: optax.GradientTransformation):
         state.params, base_params, batch, step_rng, False)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["grad_norm"] = optax.tree.norm(grads)
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state, rng=rng), metrics
 
   return train_step

@@ -19,7 +19,7 @@ def base_config() -> ml_collections.ConfigDict:
       dropout=0.05))
   c.data = ml_collections.ConfigDict(dict(
       suite="generated", num_tasks=0, max_train_tasks=0, held_out=HELD_OUT, train_descriptions=10,
-      tasks_per_batch=8, examples_per_task=1, max_len=80))
+      tasks_per_batch=8, examples_per_task=1, max_len=80, max_answer=24))
   c.train = ml_collections.ConfigDict(dict(
       steps=300, lr=1e-3, warmup_frac=0.2, weight_decay=0.01, clip_norm=1.0, label_smoothing=0.1,
       l2_coef=1e-3, seed=0, remat=False, log_every=10, ckpt_every=50, keep_checkpoints=2))

@@ -41,25 +41,39 @@ def _end_of_answer(tokenizer, answer_ids: list[int]) -> int:
   return len(answer_ids)
 
 
-def pad_batch(rows: list[tuple[list[int], list[int]]], max_len: int, pad_id: int) -> dict:
-  tokens = np.full((len(rows), max_len), pad_id, np.int32)
-  loss_mask = np.zeros((len(rows), max_len), np.float32)
-  attention_mask = np.zeros((len(rows), max_len), bool)
+def pad_batch(rows: list[tuple[list[int], list[int]]], max_len: int, pad_id: int,
+              max_answer: int = 16) -> dict:
+  """Right-padded tokens [batch, max_len] plus the answer targets [batch, max_answer]: token
+  target_ids[i, j] is predicted at position target_index[i, j] (where target_mask is 1)."""
+  n = len(rows)
+  tokens = np.full((n, max_len), pad_id, np.int32)
+  attention_mask = np.zeros((n, max_len), bool)
+  target_index = np.zeros((n, max_answer), np.int32)
+  target_ids = np.zeros((n, max_answer), np.int32)
+  target_mask = np.zeros((n, max_answer), np.float32)
   for i, (ids, mask) in enumerate(rows):
-    tokens[i, :len(ids)], loss_mask[i, :len(ids)], attention_mask[i, :len(ids)] = ids, mask, True
-  return {"tokens": tokens, "loss_mask": loss_mask, "attention_mask": attention_mask}
+    tokens[i, :len(ids)], attention_mask[i, :len(ids)] = ids, True
+    answer = [p for p, m in enumerate(mask) if m]
+    if len(answer) > max_answer:
+      raise ValueError(f"answer of {len(answer)} tokens exceeds max_answer={max_answer}")
+    target_index[i, :len(answer)] = np.asarray(answer) - 1
+    target_ids[i, :len(answer)] = [ids[p] for p in answer]
+    target_mask[i, :len(answer)] = 1.0
+  return {"tokens": tokens, "attention_mask": attention_mask, "target_index": target_index,
+          "target_ids": target_ids, "target_mask": target_mask}
 
 
 class SFTBatches:
   """Batches of `tasks_per_batch` tasks x `examples_per_task` examples with task embeddings."""
 
   def __init__(self, tasks: list[Task], embeddings: dict[str, np.ndarray], tokenizer, *,
-               tasks_per_batch: int, examples_per_task: int, max_len: int, seed: int):
+               tasks_per_batch: int, examples_per_task: int, max_len: int, seed: int,
+               max_answer: int = 16):
     if tasks_per_batch > len(tasks):
       raise ValueError(f"tasks_per_batch={tasks_per_batch} exceeds the {len(tasks)} training tasks")
     self.tasks, self.embeddings, self.tokenizer = tasks, embeddings, tokenizer
     self.tasks_per_batch, self.examples_per_task = tasks_per_batch, examples_per_task
-    self.max_len, self.seed = max_len, seed
+    self.max_len, self.seed, self.max_answer = max_len, seed, max_answer
 
   @property
   def batch_size(self) -> int:
@@ -76,7 +90,7 @@ class SFTBatches:
         descriptions = self.embeddings[task.name]
         task_emb.append(descriptions[rng.integers(len(descriptions))])
         task_ids.append(task_index)
-    batch = pad_batch(rows, self.max_len, self.tokenizer.pad_token_id or 0)
+    batch = pad_batch(rows, self.max_len, self.tokenizer.pad_token_id or 0, self.max_answer)
     batch["task_emb"] = np.stack(task_emb).astype(np.float32)
     batch["task_id"] = np.asarray(task_ids, np.int32)
     return batch

@@ -12,7 +12,7 @@ import numpy as np
 
 from hyperlora import generate as gen
 from hyperlora import lora as lora_lib
-from hyperlora.losses import response_cross_entropy
+from hyperlora.losses import answer_cross_entropy
 from t2l_jax import model as t2l_model
 from t2l_jax.data import encode_example, pad_batch
 from t2l_jax.generate import Generator, restore_state_params
@@ -25,15 +25,16 @@ class TaskEval:
     self.base, self.config = base, config
     self.model = base.module()
     self.eos = gen.eos_ids_of(base.tokenizer, base.config)
-    self._loss = jax.jit(lambda params, batch, lora: response_cross_entropy(
-        self.model.apply({"params": params}, batch["tokens"], batch["attention_mask"], lora=lora).logits,
-        batch["tokens"], batch["loss_mask"]))
+    self._loss = jax.jit(lambda params, batch, lora: answer_cross_entropy(
+        self.model.apply({"params": params}, batch["tokens"], batch["attention_mask"], lora=lora,
+                         logits_at=batch["target_index"]).logits,
+        batch["target_ids"], batch["target_mask"]))
 
   def __call__(self, task, lora) -> dict:
     ec, tok = self.config.eval, self.base.tokenizer
     examples = task.examples(ec.examples_per_task, ec.seed)
     rows = [encode_example(tok, task.prompt(x), y, self.config.data.max_len) for x, y in examples]
-    batch = {k: jnp.asarray(v) for k, v in pad_batch(rows, self.config.data.max_len, tok.pad_token_id or 0).items()}
+    batch = {k: jnp.asarray(v) for k, v in pad_batch(rows, self.config.data.max_len, tok.pad_token_id or 0, self.config.data.max_answer).items()}
     loss = float(self._loss(self.base.params, batch, lora).mean())
     tokens, mask = gen.encode_chat(tok, [task.prompt(x) for x, _ in examples], width=self.config.data.max_len)
     new = gen.generate(self.model, self.base.params, jnp.asarray(tokens), jnp.asarray(mask),

@@ -57,7 +57,7 @@ def train(config) -> str:
   embeddings = t2l_model.description_embeddings(setup, setup.train_tasks, config, "train", paths["cache"])
   batches = SFTBatches(setup.train_tasks, embeddings, setup.base.tokenizer,
                        tasks_per_batch=dc.tasks_per_batch, examples_per_task=dc.examples_per_task,
-                       max_len=dc.max_len, seed=tc.seed)
+                       max_len=dc.max_len, seed=tc.seed, max_answer=dc.max_answer)
   writer = MetricWriter(paths["logs"])
   _run(setup, config, params=params, adapter_fn=t2l_model.hypernet_adapter_fn(setup.hypernet),
        batches=batches, steps=tc.steps, directory=paths["checkpoints"], writer=writer, desc="t2l")
@@ -73,7 +73,7 @@ def train(config) -> str:
       oracle_batches = SFTBatches([task], {task.name: embeddings_for_oracle(setup.embed_dim)},
                                   setup.base.tokenizer, tasks_per_batch=1,
                                   examples_per_task=dc.tasks_per_batch * dc.examples_per_task,
-                                  max_len=dc.max_len, seed=tc.seed)
+                                  max_len=dc.max_len, seed=tc.seed, max_answer=dc.max_answer)
       _run(setup, config, params=t2l_model.init_direct_lora(setup.spec, setup.base.config, tc.seed),
            adapter_fn=direct, batches=oracle_batches, steps=baselines.oracle_steps,
            directory=os.path.join(paths["oracle"], task.name), writer=writer,

@@ -172,8 +172,11 @@ class Transformer(nn.Module):
 
   @nn.compact
   def __call__(self, tokens, attention_mask=None, positions=None, lora=None, cache=None,
-               return_hidden_states=False, only_last_logits=False) -> Output:
+               return_hidden_states=False, only_last_logits=False, logits_at=None) -> Output:
     """tokens [batch, seq] int; attention_mask [batch, seq] (1 = real token, 0 = padding).
+
+    logits_at [batch, k] (positions) computes logits only there: training needs them on answer
+    tokens alone, and the vocabulary projection is otherwise a large share of the step.
 
     positions default to the count of real tokens before each one (left padding works); with a
     cache they continue from the cached tokens.
@@ -221,6 +224,8 @@ class Transformer(nn.Module):
     h = RMSNorm(c.rms_norm_eps, c.norm_offset, self.param_dtype, name="norm")(h)
     if only_last_logits:
       h = h[:, -1:]
+    elif logits_at is not None:
+      h = jnp.take_along_axis(h, logits_at[..., None], axis=1)  # [batch, k, hidden]
     if c.tie_word_embeddings:
       logits = embed.attend(h)
     else:

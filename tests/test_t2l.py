@@ -1,0 +1,170 @@
+"""Text-to-LoRA: hypernetwork shapes and sizes, step-0 behaviour, training, generation, errors."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import peft
+import pytest
+import torch
+import transformers
+
+import hyperlora
+from hyperlora import lora as lora_lib
+from hyperlora import peft_io
+from hyperlora.models.config import from_hf_config
+from t2l_jax import encoder as encoder_lib
+from t2l_jax import tasks as tasks_lib
+from t2l_jax.hypernet import HyperSpec, T2LHypernet, count_params, init_params
+from tests.conftest import VOCAB, build_tiny_hf_model
+
+CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs", "t2l")
+
+
+@pytest.mark.parametrize("variant,expected", [("L", 55.4e6), ("M", 34.4e6), ("S", 5.0e6)])
+def test_parameter_counts_for_mistral_7b_shapes(variant, expected):
+  """The reference's sizes: h=128, head_in=512, q/v, r=8, 32 layers, 1024-d task embedding."""
+  mistral = from_hf_config(transformers.MistralConfig(
+      hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+      num_key_value_heads=8, vocab_size=32000))
+  spec = HyperSpec.for_model(mistral, variant, ["q_proj", "v_proj"])
+  count = count_params(jax.eval_shape(lambda: init_params(spec, 1024, jax.random.key(0))))
+  assert abs(count - expected) / expected < 0.01, count
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tiny_model):
+  path, _ = tiny_model("llama")
+  return path, hyperlora.load(path)
+
+
+@pytest.mark.parametrize("variant", ["L", "M", "S"])
+def test_shapes_and_step0_is_the_base_model(variant, tiny_llama, rng):
+  path, loaded = tiny_llama
+  modules = ["q_proj", "v_proj", "down_proj"]
+  spec = HyperSpec.for_model(loaded.config, variant, modules, rank=4, latent=32, head_in=64)
+  params = init_params(spec, 16, jax.random.key(0))
+  lora = T2LHypernet(spec).apply({"params": params}, jnp.asarray(rng.normal(size=(3, 16)), jnp.float32))
+  assert lora.batch_size == 3 and lora.rank == 4
+  lora_lib.check_compatible(lora, loaded.config)
+  for module, dw in lora_lib.delta_weights(lora).items():
+    assert float(jnp.abs(dw).max()) == 0.0, module  # dW = B A = 0
+    assert float(jnp.abs(lora.weights[module]["A"]).max()) > 0  # A is not: B gets gradients.
+
+
+def test_generated_suite_is_well_formed():
+  tasks = tasks_lib.generated_suite()
+  assert len(tasks) >= 60 and len({t.name for t in tasks}) == len(tasks)
+  assert all(len(set(t.descriptions)) >= 10 for t in tasks)
+  train, held_out = tasks_lib.split_suite(tasks)
+  assert len(held_out) == len(tasks_lib.HELD_OUT) and not {t.name for t in train} & set(tasks_lib.HELD_OUT)
+  by_name = {t.name: t for t in tasks}
+  assert by_name["add_7"].examples(5, 0) == by_name["add_7"].examples(5, 0)  # deterministic
+  for x, y in by_name["add_7"].examples(5, 0):
+    assert int(y) == int(x) + 7
+  for x, y in by_name["reverse_words"].examples(5, 1):
+    assert y.split() == x.split()[::-1]
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(os.path.dirname(__file__), "..", "..", "shared",
+                                                   "reference-data")), reason="no ../shared/reference-data")
+def test_reads_lots_of_loras_metadata():
+  root = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "reference-data", "t2l_tasks")
+  meta = tasks_lib.load_lol_metadata(os.path.join(root, "lol_022"))
+  assert len(meta["descriptions"]) == 200 and "{task_def}" in meta["user_prompt_template"]
+  with pytest.raises(FileNotFoundError, match="has no metadata.yaml"):
+    tasks_lib.load_lol_metadata(root)
+
+
+def test_sentence_encoder_scaling_similarity_and_cache(tmp_path):
+  encoder = encoder_lib.SentenceEncoder()
+  texts = ["Add 6 to the number", "Increase the number by 6.", "Rewrite the sentence in upper case."]
+  emb = encoder_lib.cached_embeddings(encoder, texts, str(tmp_path))
+  np.testing.assert_allclose(np.linalg.norm(emb, axis=-1), np.sqrt(emb.shape[-1]), rtol=1e-5)
+  cos = emb @ emb.T / emb.shape[-1]
+  assert cos[0, 1] > cos[0, 2] + 0.3  # paraphrases are closer than unrelated tasks
+  assert len(os.listdir(tmp_path)) == 1
+  np.testing.assert_array_equal(encoder_lib.cached_embeddings(encoder, texts, str(tmp_path)), emb)
+  with pytest.raises(ValueError, match="empty task description"):
+    encoder(["   "])
+
+
+def test_base_model_encoder(tiny_llama):
+  _, loaded = tiny_llama
+  emb = encoder_lib.BaseModelEncoder(loaded, "last")(["Count the vowels", "Reverse the words."])
+  assert emb.shape == (2, loaded.config.hidden_size)
+  np.testing.assert_allclose(np.linalg.norm(emb, axis=-1), np.sqrt(loaded.config.hidden_size), rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_llama, tmp_path_factory):
+  """A tiny T2L run (8 training tasks) and its multi-task baseline, trained once for this module."""
+  from ml_collections import config_flags  # noqa: F401  (config files import ml_collections)
+  import importlib.util
+  from t2l_jax.train import train
+
+  spec = importlib.util.spec_from_file_location("tiny", os.path.join(CONFIGS, "tiny.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  path, _ = tiny_llama
+  config.base_model = path
+  config.workdir = str(tmp_path_factory.mktemp("t2l"))
+  config.data.max_train_tasks = 8
+  config.train.steps = 60
+  train(config)
+  return config
+
+
+def test_training_loss_falls_and_t2l_beats_base_on_held_out_task(trained, tiny_llama):
+  import json
+
+  from t2l_jax.evaluate import TaskEval
+  from t2l_jax.generate import Generator
+
+  log = [json.loads(l) for l in open(os.path.join(trained.workdir, "logs", "metrics.jsonl"))]
+  t2l_losses = [r["lm_loss"] for r in log if r["prefix"] == "t2l"]
+  assert np.mean(t2l_losses[-3:]) < t2l_losses[0] - 0.3
+  _, loaded = tiny_llama
+  generator = Generator(trained.workdir)
+  task = next(t for t in tasks_lib.generated_suite() if t.name == "add_7")  # held out
+  task_eval = TaskEval(loaded, generator.config)
+  base = task_eval(task, None)["loss"]
+  adapted = task_eval(task, generator([task.descriptions[0]] * trained.eval.examples_per_task))["loss"]
+  assert adapted < base - 0.1, (adapted, base)
+
+
+def test_generate_cli_output_loads_in_peft_with_same_logits(trained, tiny_llama, tmp_path, rng):
+  from t2l_jax.generate import Generator
+
+  path, loaded = tiny_llama
+  out = tmp_path / "adapter"
+  result = subprocess.run([sys.executable, "-m", "t2l_jax.cli", "generate", "--checkpoint", trained.workdir,
+                           "Add 7 to the number.", "--out", str(out)], capture_output=True, text=True)
+  assert result.returncode == 0, result.stderr
+  ours = Generator(trained.workdir)(["Add 7 to the number."]).example(0)
+  ids = rng.integers(0, VOCAB, (2, 10))
+  expected = loaded.module().apply({"params": loaded.params}, jnp.asarray(ids), lora=ours).logits
+  model = peft.PeftModel.from_pretrained(transformers.AutoModelForCausalLM.from_pretrained(path), str(out)).eval()
+  with torch.no_grad():
+    theirs = model(torch.tensor(ids)).logits.numpy()
+  np.testing.assert_allclose(np.asarray(expected), theirs, atol=1e-4, rtol=0)
+
+
+def test_bad_input_errors(trained, tmp_path):
+  from t2l_jax.generate import Generator
+
+  with pytest.raises(ValueError, match="empty task description"):
+    Generator(trained.workdir)([""])
+  other = tmp_path / "other"
+  build_tiny_hf_model("qwen2", str(other), hidden_size=32)
+  with pytest.raises(ValueError, match="was trained for another base model"):
+    Generator(trained.workdir, base_model=str(other))
+  loaded_config = hyperlora.checkpoints.load_config(trained.base_model)
+  with pytest.raises(ValueError, match="unknown LoRA target module 'attn_proj'"):
+    HyperSpec.for_model(loaded_config, "L", ["attn_proj"])
+  with pytest.raises(FileNotFoundError, match="no checkpoint directory"):
+    Generator(str(tmp_path / "missing"))
