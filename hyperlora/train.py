@@ -139,13 +139,14 @@ def fit(*, loss_fn, optimizer, state: TrainState, base_params, batches: Callable
   """
   from tqdm.auto import tqdm
 
+  from hyperlora.data import batch_stream
+
   step_fn = jax.jit(make_train_step(loss_fn, optimizer), donate_argnums=0)
   start = int(state.step)
   throughput = Throughput()
   bar = tqdm(range(start, total_steps), initial=start, total=total_steps, desc=desc,
              disable=jax.process_index() != 0)
-  for step in bar:
-    batch = batches(step)
+  for step, batch in zip(bar, batch_stream(batches, start, total_steps)):
     state, metrics = step_fn(state, base_params, batch)
     throughput.add(batch)
     done = step + 1

@@ -1,6 +1,8 @@
-"""`t2l` command line: train, generate, eval.
+"""`t2l` command line: train, library, generate, eval.
 
   t2l train --config configs/t2l/smollm2_suite.py [--config.train.steps=100 ...]
+  t2l library --config configs/t2l/smollm2_suite.py --out LIBRARY_DIR   (one LoRA per training task)
+  t2l train --config configs/t2l/recon.py --config.recon.library=LIBRARY_DIR
   t2l generate --checkpoint WORKDIR "Add 7 to the number." --out ADAPTER_DIR
   t2l eval --checkpoint WORKDIR [--out results.json]
 """
@@ -21,26 +23,43 @@ def _logging():
     logging.getLogger(name).propagate = False  # absl also installs a root handler
 
 
-def train_main(argv: list[str]) -> int:
-  """absl flags with an ml_collections config file: --config=FILE --config.a.b=value."""
+def config_main(command: str, argv: list[str]) -> int:
+  """`train` and `library`: absl flags with an ml_collections config file (--config.a.b=value)."""
   from absl import flags
   from ml_collections import config_flags
 
   flag_values = flags.FlagValues()
   config_flags.DEFINE_config_file("config", None, "experiment config file (configs/t2l/*.py)",
                                   flag_values=flag_values, lock_config=True)
+  flags.DEFINE_string("out", None, "library: directory for the per-task PEFT adapters", flag_values=flag_values)
   if any(a in ("-h", "--help") for a in argv):
     print(__doc__ + "\nflags:\n  --config=FILE          a configs/t2l/*.py file (get_config())\n"
-          "  --config.KEY=VALUE     override any config field, e.g. --config.train.steps=50")
+          "  --config.KEY=VALUE     override any config field, e.g. --config.train.steps=50\n"
+          "  --out=DIR              (library) where to write one PEFT adapter per training task")
     return 0
-  flag_values(["t2l train"] + argv)
-  if flag_values.config is None:
+  flag_values([f"t2l {command}"] + argv)
+  config = flag_values.config
+  if config is None:
     print("error: --config is required (e.g. --config configs/t2l/smollm2_suite.py)", file=sys.stderr)
     return 2
-  from t2l_jax.train import train
+  print(config)
+  from t2l_jax import train as train_lib
 
-  print(flag_values.config)
-  workdir = train(flag_values.config)
+  if command == "library":
+    if not flag_values.out or not config.baselines.oracle_steps:
+      print("error: library needs --out DIR and --config.baselines.oracle_steps > 0", file=sys.stderr)
+      return 2
+    from t2l_jax import model as t2l_model
+
+    setup = t2l_model.build(config)
+    dirs = train_lib.train_task_loras(setup, config, setup.train_tasks, flag_values.out,
+                                      config.baselines.oracle_steps)
+    print(f"wrote {len(dirs)} adapters to {flag_values.out}")
+    return 0
+  if config.mode not in ("sft", "recon"):
+    print(f"error: config.mode must be 'sft' or 'recon', not {config.mode!r}", file=sys.stderr)
+    return 2
+  workdir = (train_lib.train if config.mode == "sft" else train_lib.train_reconstruction)(config)
   print(f"checkpoints in {workdir}; next: t2l eval --checkpoint {workdir}")
   return 0
 
@@ -48,13 +67,14 @@ def train_main(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else argv
   _logging()
-  if argv and argv[0] == "train":
-    return train_main(argv[1:])
+  if argv and argv[0] in ("train", "library"):
+    return config_main(argv[0], argv[1:])
   parser = argparse.ArgumentParser(prog="t2l", description="Text-to-LoRA in JAX: a task description -> "
                                    "a LoRA adapter in one forward pass.", epilog=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = parser.add_subparsers(dest="command", required=True)
-  sub.add_parser("train", help="meta-train (see `t2l train --help`)")
+  sub.add_parser("train", help="meta-train, SFT or reconstruction (see `t2l train --help`)")
+  sub.add_parser("library", help="train one LoRA per training task (see `t2l library --help`)")
   g = sub.add_parser("generate", help="description -> PEFT adapter directory")
   g.add_argument("description", help="what the task is, in a sentence or two")
   g.add_argument("--checkpoint", required=True, help="a `t2l train` workdir")

@@ -1,5 +1,8 @@
 """Supervised batches for T2L: n tasks x m examples, a random description per example.
 
+Tasks are anything with `.name` and `.sample(seed) -> Example` (the generated suite, or
+Lots-of-LoRAs tasks read through tensorflow-datasets).
+
 A batch is a pure function of (seed, step), so the iterator's whole state is the step number and a
 resumed run sees exactly the batches an uninterrupted one would.
 """
@@ -8,28 +11,36 @@ from __future__ import annotations
 
 import numpy as np
 
-from t2l_jax.tasks import Task
+from t2l_jax.tasks import Example
 
 
-def encode_example(tokenizer, prompt: str, target: str, max_len: int,
-                   system: str | None = None) -> tuple[list[int], list[int]]:
+def _messages(example: Example) -> list[dict]:
+  return ([{"role": "system", "content": example.system}] if example.system else []) + [
+      {"role": "user", "content": example.prompt}]
+
+
+def prompt_ids(tokenizer, example: Example) -> list[int]:
+  """Token ids of the chat-formatted prompt, up to where the model starts answering."""
+  text = tokenizer.apply_chat_template(_messages(example), add_generation_prompt=True, tokenize=False)
+  return tokenizer(text + example.prefill, add_special_tokens=False)["input_ids"]
+
+
+def encode_example(tokenizer, example: Example, max_len: int) -> tuple[list[int], list[int]]:
   """Chat-formatted prompt + target + end of turn -> (token ids, loss mask on the answer)."""
-  messages = ([{"role": "system", "content": system}] if system else []) + [
-      {"role": "user", "content": prompt}]
-  prompt_text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-  full_text = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": target}],
-                                            tokenize=False)
-  prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+  full_text = tokenizer.apply_chat_template(
+      _messages(example) + [{"role": "assistant", "content": example.prefill + example.target}],
+      tokenize=False)
+  prompt = prompt_ids(tokenizer, example)
   full_ids = tokenizer(full_text, add_special_tokens=False)["input_ids"]
-  if full_ids[:len(prompt_ids)] != prompt_ids:
+  if full_ids[:len(prompt)] != prompt:
     raise ValueError("the chat template does not extend the prompt with the answer; "
                      "is this tokenizer's template a chat template?")
-  answer_ids = full_ids[len(prompt_ids):]
+  answer_ids = full_ids[len(prompt):]
   answer_ids = answer_ids[:_end_of_answer(tokenizer, answer_ids)]
   if len(answer_ids) >= max_len:
     raise ValueError(f"answer of {len(answer_ids)} tokens does not fit max_len={max_len}")
-  prompt_ids = prompt_ids[-(max_len - len(answer_ids)):]  # Keep the end of a long prompt.
-  return prompt_ids + answer_ids, [0] * len(prompt_ids) + [1] * len(answer_ids)
+  prompt = prompt[-(max_len - len(answer_ids)):]  # Keep the end of a long prompt.
+  return prompt + answer_ids, [0] * len(prompt) + [1] * len(answer_ids)
 
 
 def _end_of_answer(tokenizer, answer_ids: list[int]) -> int:
@@ -66,7 +77,7 @@ def pad_batch(rows: list[tuple[list[int], list[int]]], max_len: int, pad_id: int
 class SFTBatches:
   """Batches of `tasks_per_batch` tasks x `examples_per_task` examples with task embeddings."""
 
-  def __init__(self, tasks: list[Task], embeddings: dict[str, np.ndarray], tokenizer, *,
+  def __init__(self, tasks: list, embeddings: dict[str, np.ndarray], tokenizer, *,
                tasks_per_batch: int, examples_per_task: int, max_len: int, seed: int,
                max_answer: int = 16):
     if tasks_per_batch > len(tasks):
@@ -85,8 +96,7 @@ class SFTBatches:
     for task_index in rng.choice(len(self.tasks), self.tasks_per_batch, replace=False):
       task = self.tasks[task_index]
       for example_seed in rng.integers(0, 2**31, self.examples_per_task):
-        task_input, target = task.examples(1, int(example_seed))[0]
-        rows.append(encode_example(self.tokenizer, task.prompt(task_input), target, self.max_len))
+        rows.append(encode_example(self.tokenizer, task.sample(int(example_seed)), self.max_len))
         descriptions = self.embeddings[task.name]
         task_emb.append(descriptions[rng.integers(len(descriptions))])
         task_ids.append(task_index)

@@ -12,9 +12,10 @@ import numpy as np
 
 from hyperlora import generate as gen
 from hyperlora import lora as lora_lib
+from hyperlora import peft_io
 from hyperlora.losses import answer_cross_entropy
 from t2l_jax import model as t2l_model
-from t2l_jax.data import encode_example, pad_batch
+from t2l_jax.data import encode_example, pad_batch, prompt_ids
 from t2l_jax.generate import Generator, restore_state_params
 
 
@@ -25,23 +26,28 @@ class TaskEval:
     self.base, self.config = base, config
     self.model = base.module()
     self.eos = gen.eos_ids_of(base.tokenizer, base.config)
+    from rouge_score import rouge_scorer
+
+    self._rouge = rouge_scorer.RougeScorer(["rougeL"])
     self._loss = jax.jit(lambda params, batch, lora: answer_cross_entropy(
         self.model.apply({"params": params}, batch["tokens"], batch["attention_mask"], lora=lora,
                          logits_at=batch["target_index"]).logits,
         batch["target_ids"], batch["target_mask"]))
 
   def __call__(self, task, lora) -> dict:
-    ec, tok = self.config.eval, self.base.tokenizer
-    examples = task.examples(ec.examples_per_task, ec.seed)
-    rows = [encode_example(tok, task.prompt(x), y, self.config.data.max_len) for x, y in examples]
+    ec, tok, max_len = self.config.eval, self.base.tokenizer, self.config.data.max_len
+    examples = task.eval_examples(ec.examples_per_task, ec.seed)
+    rows = [encode_example(tok, example, max_len) for example in examples]
     batch = {k: jnp.asarray(v) for k, v in pad_batch(rows, self.config.data.max_len, tok.pad_token_id or 0, self.config.data.max_answer).items()}
     loss = float(self._loss(self.base.params, batch, lora).mean())
-    tokens, mask = gen.encode_chat(tok, [task.prompt(x) for x, _ in examples], width=self.config.data.max_len)
+    tokens, mask = gen.left_pad([prompt_ids(tok, e)[-max_len:] for e in examples], tok.pad_token_id or 0, max_len)
     new = gen.generate(self.model, self.base.params, jnp.asarray(tokens), jnp.asarray(mask),
                        ec.max_new_tokens, lora, eos_ids=self.eos)
     answers = gen.decode(tok, np.asarray(new), self.eos)
-    exact = float(np.mean([a.strip() == y.strip() for a, (_, y) in zip(answers, examples)]))
-    return {"loss": loss, "exact_match": exact}
+    targets = [e.target for e in examples]
+    exact = float(np.mean([a.strip() == y.strip() for a, y in zip(answers, targets)]))
+    rouge = float(np.mean([self._rouge.score(y, a)["rougeL"].fmeasure for a, y in zip(answers, targets)]))
+    return {"loss": loss, "exact_match": exact, "rougeL": rouge}
 
 
 def _cycle(embeddings: np.ndarray, n: int) -> jnp.ndarray:
@@ -65,10 +71,7 @@ def evaluate(workdir: str, out_json: str | None = None, seen_tasks: int = 8) -> 
 
   def oracle(task):
     directory = os.path.join(paths["oracle"], task.name)
-    if not os.path.isdir(directory):
-      return None
-    abstract = jax.eval_shape(lambda: t2l_model.init_direct_lora(setup.spec, setup.base.config, 0))
-    return lora_lib.LoRA(restore_state_params(directory, abstract, config.train), setup.spec.scale)
+    return peft_io.load(directory, setup.base.config) if os.path.isdir(directory) else None
 
   groups = {"held-out": setup.eval_tasks, "seen": setup.train_tasks[:seen_tasks]}
   train_emb = {g: t2l_model.description_embeddings(setup, ts, config, "train", paths["cache"]) for g, ts in groups.items()}
@@ -97,6 +100,7 @@ def evaluate(workdir: str, out_json: str | None = None, seen_tasks: int = 8) -> 
         scores.append(task_eval(task, lora))
       if len(scores) == len(tasks):
         row[f"{group} exact match"] = float(np.mean([s["exact_match"] for s in scores]))
+        row[f"{group} ROUGE-L"] = float(np.mean([s["rougeL"] for s in scores]))
         row[f"{group} loss"] = float(np.mean([s["loss"] for s in scores]))
     if len(row) > 1:
       rows.append(row)

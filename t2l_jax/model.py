@@ -58,9 +58,15 @@ def build(config) -> Setup:
   dtype = jnp.dtype(config.dtype)
   base = hyperlora.load(config.base_model, dtype=dtype)
   spec = spec_from_config(config, base.config)
-  if config.data.suite != "generated":
-    raise ValueError(f"unknown task suite {config.data.suite!r}; only 'generated' is built in")
-  suite = tasks_lib.generated_suite()[:config.data.get("num_tasks") or None]
+  if config.data.suite == "generated":
+    suite = tasks_lib.generated_suite()
+  elif config.data.suite == "lol":
+    from t2l_jax import lol_data
+    suite = lol_data.load_tasks(config.data.tasks_dir, workdir_paths(config.workdir)["cache"])
+  else:
+    raise ValueError(f"unknown task suite {config.data.suite!r}; choose 'generated' or 'lol' "
+                     f"(Lots-of-LoRAs format in config.data.tasks_dir)")
+  suite = suite[:config.data.get("num_tasks") or None]
   train_tasks, eval_tasks = tasks_lib.split_suite(suite, [t for t in config.data.held_out
                                                           if t in {s.name for s in suite}])
   if config.data.get("max_train_tasks"):

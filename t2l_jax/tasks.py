@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
-from typing import Callable
+from typing import Callable, NamedTuple
 
 PROMPT_SUFFIX = " Please complete the task without any explanation."
 
@@ -20,6 +20,13 @@ WORDS = ("apple river stone cloud green quick seven music paper light garden win
 FRAMES = ("{}", "In this task, {}", "Your job: {}", "Task: {}", "You are asked to {}",
           "Given the input, {}", "Instruction: {}", "For each input, {}", "Please {}",
           "The goal is to {}", "Here you must {}", "What to do: {}")
+
+
+class Example(NamedTuple):
+  prompt: str  # the user turn
+  target: str  # the answer the model should give
+  system: str = ""
+  prefill: str = ""  # text the assistant turn starts with (not scored)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +43,13 @@ class Task:
 
   def prompt(self, task_input: str) -> str:
     return f"{self.definition}{PROMPT_SUFFIX}\n\n{task_input}"
+
+  def sample(self, seed: int) -> Example:
+    task_input, target = self.examples(1, seed)[0]
+    return Example(self.prompt(task_input), target)
+
+  def eval_examples(self, n: int, seed: int) -> list[Example]:
+    return [Example(self.prompt(x), y) for x, y in self.examples(n, seed)]
 
 
 def _sentence(rng, lo=3, hi=6):

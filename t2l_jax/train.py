@@ -8,7 +8,10 @@ import os
 
 import jax
 
-from hyperlora import ckpt
+import numpy as np
+
+from hyperlora import ckpt, peft_io
+from hyperlora import lora as lora_lib
 from hyperlora import train as train_lib
 from hyperlora.metrics import MetricWriter
 from t2l_jax import model as t2l_model
@@ -63,26 +66,51 @@ def train(config) -> str:
        batches=batches, steps=tc.steps, directory=paths["checkpoints"], writer=writer, desc="t2l")
 
   baselines = config.baselines
-  direct = t2l_model.direct_adapter_fn(setup.spec.scale)
   if baselines.multitask_steps:
     _run(setup, config, params=t2l_model.init_direct_lora(setup.spec, setup.base.config, tc.seed),
-         adapter_fn=direct, batches=batches, steps=baselines.multitask_steps,
-         directory=paths["multitask"], writer=writer, desc="multitask", lr=baselines.lr)
+         adapter_fn=t2l_model.direct_adapter_fn(setup.spec.scale), batches=batches,
+         steps=baselines.multitask_steps, directory=paths["multitask"], writer=writer, desc="multitask",
+         lr=baselines.lr)
   if baselines.oracle_steps:
-    for task in setup.eval_tasks:
-      oracle_batches = SFTBatches([task], {task.name: embeddings_for_oracle(setup.embed_dim)},
-                                  setup.base.tokenizer, tasks_per_batch=1,
-                                  examples_per_task=dc.tasks_per_batch * dc.examples_per_task,
-                                  max_len=dc.max_len, seed=tc.seed, max_answer=dc.max_answer)
-      _run(setup, config, params=t2l_model.init_direct_lora(setup.spec, setup.base.config, tc.seed),
-           adapter_fn=direct, batches=oracle_batches, steps=baselines.oracle_steps,
-           directory=os.path.join(paths["oracle"], task.name), writer=writer,
-           desc=f"oracle/{task.name}", lr=baselines.lr)
+    train_task_loras(setup, config, setup.eval_tasks, paths["oracle"], baselines.oracle_steps, writer)
   writer.close()
   return config.workdir
 
 
-def embeddings_for_oracle(dim: int):
-  """Oracle LoRAs ignore the task embedding; the batcher still wants one per example."""
-  import numpy as np
-  return np.zeros((1, dim), np.float32)
+def train_task_loras(setup, config, tasks, out_dir: str, steps: int, writer=None) -> list[str]:
+  """One LoRA per task, trained on that task alone and exported to out_dir/<task>/ (PEFT).
+
+  These are the oracle baseline for held-out tasks, and the library reconstruction learns from.
+  """
+  dc, tc = config.data, config.train
+  no_embedding = np.zeros((1, setup.embed_dim), np.float32)  # Direct LoRAs ignore the embedding.
+  exported = []
+  for task in tasks:
+    batches = SFTBatches([task], {task.name: no_embedding}, setup.base.tokenizer, tasks_per_batch=1,
+                         examples_per_task=dc.tasks_per_batch * dc.examples_per_task,
+                         max_len=dc.max_len, seed=tc.seed, max_answer=dc.max_answer)
+    state = _run(setup, config, params=t2l_model.init_direct_lora(setup.spec, setup.base.config, tc.seed),
+                 adapter_fn=t2l_model.direct_adapter_fn(setup.spec.scale), batches=batches, steps=steps,
+                 directory=os.path.join(out_dir, "checkpoints", task.name), writer=writer,
+                 desc=f"lora/{task.name}", lr=config.baselines.lr)
+    lora = lora_lib.LoRA(state.params, setup.spec.scale)
+    exported.append(peft_io.export(lora, os.path.join(out_dir, task.name), setup.base.source,
+                                   extra={"task": task.name, "definition": task.definition}))
+  return exported
+
+
+def train_reconstruction(config) -> str:
+  """Reconstruction mode: learn to reproduce config.recon.library (one PEFT LoRA per training task)."""
+  from t2l_jax import reconstruct
+
+  setup = t2l_model.build(config)
+  paths = t2l_model.workdir_paths(config.workdir)
+  names = [t.name for t in setup.train_tasks]
+  library = reconstruct.load_library(config.recon.library, names, setup.base.config)
+  embeddings = t2l_model.description_embeddings(setup, setup.train_tasks, config, "train", paths["cache"])
+  params = init_params(setup.spec, setup.embed_dim, jax.random.key(config.train.seed))
+  writer = MetricWriter(paths["logs"])
+  reconstruct.train_recon(setup, config, params, embeddings, library, paths["checkpoints"], writer,
+                          saved_config(config, setup))
+  writer.close()
+  return config.workdir

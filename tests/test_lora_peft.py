@@ -1,5 +1,6 @@
 """LoRA-patched forward vs PEFT on the same adapter; export/import round trips; LoRA algebra."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -81,8 +82,7 @@ def test_import_export_round_trip(llama, tmp_path):
   back = peft_io.load(peft_io.export(lora, str(tmp_path / "a")), loaded.config)
   folded = lora_lib.fold_scale(lora)
   assert back.scale == 1.0 and back.modules == folded.modules
-  jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)),
-               back.weights, folded.weights)
+  chex.assert_trees_all_equal(back.weights, folded.weights)
   # Folding keeps the adapter's effect: same dW.
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, atol=1e-6),
                lora_lib.delta_weights(lora), lora_lib.delta_weights(back))

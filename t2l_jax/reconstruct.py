@@ -1,0 +1,85 @@
+"""T2L by reconstruction: learn to reproduce a library of per-task LoRAs (PEFT directories).
+
+Loss: L1 on the factors A and B, or on dW = scale * B A (config.recon.loss = 'factors' | 'delta').
+The reference found this does not generalise zero-shot (the target LoRAs are not clustered by
+task), but it compresses a library into one network. The library itself can come from
+`train_task_loras`, which trains and exports one LoRA per task (the oracle baseline).
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hyperlora import ckpt, peft_io
+from hyperlora import lora as lora_lib
+from hyperlora import train as train_lib
+from hyperlora.losses import lora_l1
+
+
+def load_library(library_dir: str, task_names: list[str], model_config) -> dict[str, lora_lib.LoRA]:
+  """task name -> its LoRA (scale folded into B) from library_dir/<task name>/ (PEFT format)."""
+  library = {}
+  for name in task_names:
+    path = os.path.join(library_dir, name)
+    if not os.path.isdir(path):
+      raise FileNotFoundError(f"the LoRA library {library_dir!r} has no adapter for task {name!r}")
+    library[name] = lora_lib.fold_scale(peft_io.load(path, model_config))
+  return library
+
+
+def delta_l1(lora: lora_lib.LoRA, target: lora_lib.LoRA) -> jax.Array:
+  ours, theirs = lora_lib.delta_weights(lora), lora_lib.delta_weights(target)
+  return sum(jnp.mean(jnp.abs(ours[m] - theirs[m])) for m in ours) / len(ours)
+
+
+def recon_loss_fn(hypernet, kind: str):
+  if kind not in ("factors", "delta"):
+    raise ValueError(f"recon.loss must be 'factors' or 'delta', not {kind!r}")
+  distance = lora_l1 if kind == "factors" else delta_l1
+
+  def loss_fn(params, base_params, batch, rng, deterministic):
+    lora = hypernet.apply({"params": params}, batch["task_emb"], deterministic,
+                          rngs=None if deterministic else {"dropout": rng})
+    # Compare in the folded form (scale 1), like the library's adapters.
+    loss = distance(lora_lib.fold_scale(lora), lora_lib.LoRA(batch["target"], 1.0))
+    return loss, {"loss": loss}
+
+  return loss_fn
+
+
+class ReconBatches:
+  """n tasks per batch, each with a random one of its description embeddings and its target LoRA."""
+
+  def __init__(self, task_names, embeddings: dict, library: dict, tasks_per_batch: int, seed: int):
+    self.names, self.embeddings, self.seed = list(task_names), embeddings, seed
+    self.tasks_per_batch = min(tasks_per_batch, len(self.names))
+    self.targets = {n: jax.device_get(library[n].weights) for n in self.names}
+
+  def __call__(self, step: int) -> dict:
+    rng = np.random.default_rng([self.seed, step])
+    names = [self.names[i] for i in rng.choice(len(self.names), self.tasks_per_batch, replace=False)]
+    emb = np.stack([self.embeddings[n][rng.integers(len(self.embeddings[n]))] for n in names])
+    target = jax.tree.map(lambda *xs: np.stack(xs), *[self.targets[n] for n in names])
+    # Throughput counts examples via "tokens"/"attention_mask": one row per task here.
+    ones = np.ones((len(names), 1), bool)
+    return {"task_emb": emb.astype(np.float32), "target": target, "tokens": ones, "attention_mask": ones}
+
+
+def train_recon(setup, config, params, embeddings: dict, library: dict, directory: str,
+                writer: MetricWriter | None, saved_config: dict):
+  tc = config.train
+  optimizer = train_lib.make_optimizer(tc.lr, tc.steps, tc.warmup_frac, tc.weight_decay, tc.clip_norm)
+  state = train_lib.init_state(params, optimizer, tc.seed)
+  mngr = ckpt.manager(directory, keep=tc.keep_checkpoints)
+  state = ckpt.restore(mngr, state) or state
+  batches = ReconBatches(sorted(library), embeddings, library, config.data.tasks_per_batch, tc.seed)
+  state = train_lib.fit(loss_fn=recon_loss_fn(setup.hypernet, config.recon.loss), optimizer=optimizer,
+                        state=state, base_params=None, batches=batches, total_steps=tc.steps, mngr=mngr,
+                        config_json=saved_config, writer=writer, log_every=tc.log_every,
+                        ckpt_every=tc.ckpt_every, desc="recon")
+  mngr.close()
+  return state
