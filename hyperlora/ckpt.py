@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import jax
 import orbax.checkpoint as ocp
+
+log = logging.getLogger(__name__)
 
 
 def manager(directory: str, keep: int = 3, save_every: int = 1) -> ocp.CheckpointManager:
@@ -31,18 +34,37 @@ def read_config(directory: str, step: int | None = None) -> dict:
     return dict(mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"])
 
 
-def restore(mngr: ocp.CheckpointManager, abstract_state, step: int | None = None):
-  """Restores the state at `step` (latest by default) into the structure of `abstract_state`."""
-  step = mngr.latest_step() if step is None else step
-  if step is None:
-    return None
-  target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
-  try:
-    restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
-  except (ValueError, KeyError) as err:
-    raise ValueError(f"checkpoint step {step} in {mngr.directory} does not match this config's "
-                     f"model (different variant, modules, rank or base model?): {err}") from err
-  return restored["state"]
+def restore(mngr: ocp.CheckpointManager, like_state):
+  """The newest readable checkpoint, laid out like `like_state` (same shapes, dtypes and
+  shardings: restoring onto a different mesh works). A damaged newest checkpoint is skipped, with
+  a warning, in favour of the one before. None when there is nothing to restore.
+  """
+  target = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state)
+  steps = sorted(mngr.all_steps(), reverse=True)
+  for step in steps:
+    try:
+      restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+    except (ValueError, KeyError, TypeError) as err:
+      if _is_mismatch(err):
+        raise ValueError(f"checkpoint step {step} in {mngr.directory} does not match this config's "
+                         f"model (different variant, modules, rank or base model?): {err}") from err
+      log.warning("checkpoint step %d in %s is unreadable (%s); trying an older one", step,
+                  mngr.directory, err)
+      continue
+    except (OSError, RuntimeError) as err:
+      log.warning("checkpoint step %d in %s is unreadable (%s); trying an older one", step,
+                  mngr.directory, err)
+      continue
+    return restored["state"]
+  if steps:
+    log.warning("no readable checkpoint in %s: starting from scratch", mngr.directory)
+  return None
+
+
+def _is_mismatch(err: Exception) -> bool:
+  """Shape/structure disagreements (a config problem), as opposed to damaged files."""
+  text = str(err).lower()
+  return any(word in text for word in ("shape", "structure", "mismatch", "tree"))
 
 
 def config_json(config) -> dict:

@@ -33,8 +33,17 @@ class TrainState:
 
 
 def make_optimizer(lr: float, total_steps: int, warmup_frac: float = 0.2, weight_decay: float = 0.01,
-                   clip_norm: float = 1.0, schedule: str = "linear") -> optax.GradientTransformation:
-  """AdamW with linear warmup then linear (reference T2L) or cosine (reference D2L) decay."""
+                   clip_norm: float = 1.0, schedule: str = "linear",
+                   grad_accum: int = 1) -> optax.GradientTransformation:
+  """AdamW with linear warmup then linear (reference T2L) or cosine (reference D2L) decay.
+
+  grad_accum > 1 averages gradients over that many train steps (micro-batches) per update;
+  total_steps counts train steps, the schedule counts updates.
+  """
+  if grad_accum > 1:
+    inner = make_optimizer(lr, max(1, total_steps // grad_accum), warmup_frac, weight_decay, clip_norm,
+                           schedule)
+    return optax.MultiSteps(inner, every_k_schedule=grad_accum)
   warmup = max(1, int(warmup_frac * total_steps))
   if schedule == "linear":
     lr_schedule = optax.join_schedules(
@@ -54,6 +63,24 @@ def init_state(params: dict, optimizer: optax.GradientTransformation, seed: int)
                     rng=jax.random.PRNGKey(seed))
 
 
+def create_state(init_params: Callable[[], dict], optimizer, seed: int, mesh=None, rules=None):
+  """Sharded initialisation: eval_shape -> shardings from logical names -> jit(init) onto the mesh,
+  so no device ever holds a full copy. init_params() may return flax LogicallyPartitioned boxes.
+  Returns (state, state_shardings); without a mesh the shardings are None (default placement).
+  """
+  import flax.linen as nn
+
+  from hyperlora import sharding
+
+  def init():
+    return init_state(init_params(), optimizer, seed)
+
+  if mesh is None:
+    return jax.jit(lambda: nn.unbox(init()))(), None
+  state_shardings = sharding.shardings(jax.eval_shape(init), mesh, rules or sharding.RULES)
+  return jax.jit(lambda: nn.unbox(init()), out_shardings=state_shardings)(), state_shardings
+
+
 AdapterFn = Callable[..., "LoRA"]  # (params, batch, rng, deterministic) -> LoRA
 
 
@@ -66,7 +93,9 @@ def lm_loss_fn(base_model, adapter_fn: AdapterFn, aux_loss_fn=None, label_smooth
                               lora=lora, logits_at=batch["target_index"]).logits
     per_example = answer_cross_entropy(logits, batch["target_ids"], batch["target_mask"], label_smoothing)
     lm_loss = per_example.mean()
-    metrics = {"lm_loss": lm_loss}
+    # Smoothing adds a large vocabulary-wide term; the plain NLL is the number that shows progress.
+    nll = answer_cross_entropy(logits, batch["target_ids"], batch["target_mask"]).mean()
+    metrics = {"lm_loss": lm_loss, "answer_nll": jax.lax.stop_gradient(nll)}
     loss = lm_loss
     if aux_loss_fn is not None:
       aux = aux_loss_fn(lora, batch)
@@ -103,6 +132,45 @@ class NonFiniteLossError(FloatingPointError):
   pass
 
 
+class Preempted(SystemExit):
+  """Raised after SIGTERM once the state at `step` is checkpointed; rerun the command to resume."""
+
+  def __init__(self, step: int, directory: str):
+    super().__init__(143)  # 128 + SIGTERM, what schedulers expect of a terminated job
+    self.step, self.directory = step, directory
+
+  def __str__(self):
+    return (f"preempted: checkpoint of step {self.step} written to {self.directory}; "
+            f"run the same command again to resume")
+
+
+class PreemptionWatch:
+  """Turns SIGTERM into a flag checked at step boundaries (agreed across processes)."""
+
+  def __enter__(self):
+    import signal
+
+    self.requested = False
+    self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    log.warning("SIGTERM received: saving a checkpoint at the end of this step")
+    self.requested = True
+
+  def should_stop(self) -> bool:
+    if jax.process_count() == 1:
+      return self.requested
+    from jax.experimental import multihost_utils
+    return bool(multihost_utils.process_allgather(np.asarray(self.requested)).any())
+
+  def __exit__(self, *exc):
+    import signal
+
+    signal.signal(signal.SIGTERM, self._previous)
+    return False
+
+
 def check_finite(metrics: dict, step: int) -> None:
   loss = float(metrics["loss"])
   if not math.isfinite(loss):
@@ -130,36 +198,61 @@ class Throughput:
     return out
 
 
+def jit_train_step(loss_fn, optimizer, mesh=None, state_shardings=None, base_params=None, rules=None):
+  """The train step jitted with explicit shardings (state donated; base params read-only)."""
+  step = make_train_step(loss_fn, optimizer)
+  if mesh is None:
+    return jax.jit(step, donate_argnums=0)
+  from hyperlora import sharding
+
+  base_shardings = jax.tree.map(lambda x: x.sharding, base_params)
+  batch_shardings = sharding.batch_sharding(mesh, rules or sharding.RULES)
+  return jax.jit(step, in_shardings=(state_shardings, base_shardings, batch_shardings),
+                 out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=0)
+
+
 def fit(*, loss_fn, optimizer, state: TrainState, base_params, batches: Callable[[int], dict],
         total_steps: int, mngr=None, config_json: dict | None = None, writer=None,
-        log_every: int = 10, ckpt_every: int = 100, desc: str = "train") -> TrainState:
+        log_every: int = 10, ckpt_every: int = 100, desc: str = "train", mesh=None,
+        state_shardings=None, rules=None) -> TrainState:
   """Runs train steps from state.step to total_steps with progress, metrics and checkpoints.
 
-  `batches(step)` must be a pure function of the step, so resuming needs no iterator state.
+  `batches(step)` must be a pure function of the step (this process's rows of the global batch),
+  so resuming needs no iterator state.
   """
   from tqdm.auto import tqdm
 
+  from hyperlora import sharding
   from hyperlora.data import batch_stream
 
-  step_fn = jax.jit(make_train_step(loss_fn, optimizer), donate_argnums=0)
+  step_fn = jit_train_step(loss_fn, optimizer, mesh, state_shardings, base_params, rules)
+  place = (lambda b: sharding.shard_batch(b, mesh, rules or sharding.RULES)) if mesh is not None else (lambda b: b)
   start = int(state.step)
   throughput = Throughput()
   bar = tqdm(range(start, total_steps), initial=start, total=total_steps, desc=desc,
              disable=jax.process_index() != 0)
-  for step, batch in zip(bar, batch_stream(batches, start, total_steps)):
-    state, metrics = step_fn(state, base_params, batch)
-    throughput.add(batch)
-    done = step + 1
-    if done % log_every == 0 or done == total_steps:
-      metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-      check_finite(metrics, done)
-      metrics.update(throughput.report())
-      bar.set_postfix(loss=f"{metrics['loss']:.4f}", tok_s=f"{metrics['tokens_per_s']:.0f}")
-      if writer is not None:
-        writer.write(done, metrics, prefix=desc)
-    if mngr is not None and (done % ckpt_every == 0 or done == total_steps):
-      from hyperlora import ckpt
-      ckpt.save(mngr, done, state, config_json or {}, force=done == total_steps)
+  from hyperlora import ckpt
+
+  with PreemptionWatch() as preemption:
+    for step, batch in zip(bar, batch_stream(batches, start, total_steps)):
+      state, metrics = step_fn(state, base_params, place(batch))
+      throughput.add(batch)
+      done = step + 1
+      if done % log_every == 0 or done == total_steps:
+        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        check_finite(metrics, done)
+        metrics.update(throughput.report())
+        bar.set_postfix(loss=f"{metrics['loss']:.4f}", tok_s=f"{metrics['tokens_per_s']:.0f}")
+        if writer is not None:
+          writer.write(done, metrics, prefix=desc)
+      stop = preemption.should_stop()
+      if mngr is not None and (stop or done % ckpt_every == 0 or done == total_steps):
+        ckpt.save(mngr, done, state, config_json or {}, force=stop or done == total_steps)
+      if stop:
+        bar.close()
+        if mngr is not None:
+          mngr.wait_until_finished()
+        raise Preempted(done, str(mngr.directory) if mngr is not None else "(no checkpoint manager)")
   if mngr is not None:
     mngr.wait_until_finished()
   return state

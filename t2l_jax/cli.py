@@ -59,7 +59,16 @@ def config_main(command: str, argv: list[str]) -> int:
   if config.mode not in ("sft", "recon"):
     print(f"error: config.mode must be 'sft' or 'recon', not {config.mode!r}", file=sys.stderr)
     return 2
-  workdir = (train_lib.train if config.mode == "sft" else train_lib.train_reconstruction)(config)
+  from hyperlora.train import Preempted
+
+  try:
+    workdir = (train_lib.train if config.mode == "sft" else train_lib.train_reconstruction)(config)
+  except Preempted as stop:
+    print(stop, file=sys.stderr)
+    return stop.code
+  except (FileNotFoundError, ValueError) as err:
+    print(f"error: {err}", file=sys.stderr)
+    return 2
   print(f"checkpoints in {workdir}; next: t2l eval --checkpoint {workdir}")
   return 0
 

@@ -8,7 +8,8 @@ from t2l_jax.tasks import HELD_OUT
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.base_model = "smollm2"  # embedded name, HF directory or .gguf
-  c.dtype = "float32"
+  c.dtype = "float32"  # compute dtype of the base model ('bfloat16': mixed precision; the
+                       # hypernetwork and optimizer state stay float32)
   c.workdir = "runs/t2l"
 
   # Task encoder: 'sentence' (HF encoder dir, or 'minilm' = the embedded all-MiniLM-L6-v2) or
@@ -23,7 +24,11 @@ def base_config() -> ml_collections.ConfigDict:
       tasks_per_batch=8, examples_per_task=1, max_len=80, max_answer=24))
   c.train = ml_collections.ConfigDict(dict(
       steps=300, lr=3e-4, warmup_frac=0.2, weight_decay=0.01, clip_norm=1.0, label_smoothing=0.1,
-      l2_coef=1e-3, seed=0, remat=False, log_every=10, ckpt_every=50, keep_checkpoints=2))
+      l2_coef=1e-3, seed=0, remat=False, grad_accum=1, log_every=10, ckpt_every=50,
+      keep_checkpoints=2))
+  # Device mesh (data, fsdp, tensor); one axis may be -1 (all remaining devices). The logical axis
+  # rules are hyperlora.sharding.RULES.
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   # Baselines trained after T2L, on the same batches: one LoRA for all training tasks, and one LoRA
   # per held-out task trained on that task (the upper bound T2L is compared with).
   c.baselines = ml_collections.ConfigDict(dict(multitask_steps=100, oracle_steps=0, lr=3e-4))

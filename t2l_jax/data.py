@@ -79,27 +79,35 @@ class SFTBatches:
 
   def __init__(self, tasks: list, embeddings: dict[str, np.ndarray], tokenizer, *,
                tasks_per_batch: int, examples_per_task: int, max_len: int, seed: int,
-               max_answer: int = 16):
+               max_answer: int = 16, process_index: int = 0, process_count: int = 1):
     if tasks_per_batch > len(tasks):
       raise ValueError(f"tasks_per_batch={tasks_per_batch} exceeds the {len(tasks)} training tasks")
     self.tasks, self.embeddings, self.tokenizer = tasks, embeddings, tokenizer
     self.tasks_per_batch, self.examples_per_task = tasks_per_batch, examples_per_task
     self.max_len, self.seed, self.max_answer = max_len, seed, max_answer
+    if self.batch_size % process_count:
+      raise ValueError(f"global batch {self.batch_size} does not split over {process_count} processes")
+    self.process_index, self.process_count = process_index, process_count
 
   @property
   def batch_size(self) -> int:
     return self.tasks_per_batch * self.examples_per_task
 
   def __call__(self, step: int) -> dict:
+    """This process's rows of the global batch of `step` (all of it with one process)."""
     rng = np.random.default_rng([self.seed, step])
-    rows, task_emb, task_ids = [], [], []
+    plan = []  # The global batch as (task, example seed, description): cheap, same in every process.
     for task_index in rng.choice(len(self.tasks), self.tasks_per_batch, replace=False):
-      task = self.tasks[task_index]
       for example_seed in rng.integers(0, 2**31, self.examples_per_task):
-        rows.append(encode_example(self.tokenizer, task.sample(int(example_seed)), self.max_len))
-        descriptions = self.embeddings[task.name]
-        task_emb.append(descriptions[rng.integers(len(descriptions))])
-        task_ids.append(task_index)
+        n_descriptions = len(self.embeddings[self.tasks[task_index].name])
+        plan.append((int(task_index), int(example_seed), int(rng.integers(n_descriptions))))
+    per_process = self.batch_size // self.process_count
+    rows, task_emb, task_ids = [], [], []
+    for task_index, example_seed, description in plan[self.process_index * per_process:][:per_process]:
+      task = self.tasks[task_index]  # Only this process's rows pay for tokenisation.
+      rows.append(encode_example(self.tokenizer, task.sample(example_seed), self.max_len))
+      task_emb.append(self.embeddings[task.name][description])
+      task_ids.append(task_index)
     batch = pad_batch(rows, self.max_len, self.tokenizer.pad_token_id or 0, self.max_answer)
     batch["task_emb"] = np.stack(task_emb).astype(np.float32)
     batch["task_id"] = np.asarray(task_ids, np.int32)

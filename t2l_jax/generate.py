@@ -22,7 +22,7 @@ def restore_params(directory: str, spec, embed_dim: int, train_config) -> dict:
 
 
 def restore_state_params(directory: str, abstract_params, train_config) -> dict:
-  optimizer = train_lib.make_optimizer(train_config.lr, 1)
+  optimizer = train_lib.make_optimizer(train_config.lr, 1, grad_accum=train_config.get("grad_accum", 1))
   abstract = jax.eval_shape(lambda p: train_lib.init_state(p, optimizer, 0), abstract_params)
   mngr = ckpt.manager(directory)
   state = ckpt.restore(mngr, abstract)

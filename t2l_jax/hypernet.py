@@ -82,6 +82,14 @@ def _kaiming_bias(d_in):
   return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
+# The heads hold nearly all parameters; they carry logical axis names so a mesh can shard them.
+_head_kernel_init = nn.with_logical_partitioning(nn.initializers.zeros, ("hyper_in", "hyper_out"))
+
+
+def _head_bias(init):
+  return nn.with_logical_partitioning(init, ("hyper_out",))
+
+
 class T2LHypernet(nn.Module):
   spec: HyperSpec
 
@@ -124,15 +132,15 @@ class T2LHypernet(nn.Module):
       bias_a = _kaiming_bias(d_in)
       init = lambda key, shape, dtype=jnp.float32: jnp.concatenate(
           [bias_a(key, (r * d_in,), dtype), jnp.zeros((r * d_out,), dtype)])
-      out = nn.Dense(r * (d_in + d_out), kernel_init=nn.initializers.zeros, bias_init=init,
+      out = nn.Dense(r * (d_in + d_out), kernel_init=_head_kernel_init, bias_init=_head_bias(init),
                      name=f"head_{name}")(z)  # [tasks, L, r (d_in + d_out)]
       a = out[..., :r * d_in].reshape(*out.shape[:-1], r, d_in)
       b = out[..., r * d_in:].reshape(*out.shape[:-1], d_out, r)
       return {"A": a, "B": b}
     width = max(d_in, d_out)
     gate = self.param(f"b_gate_{name}", nn.initializers.zeros, ())
-    head = nn.Dense(width * (r if s.variant == "M" else 1), kernel_init=nn.initializers.zeros,
-                    bias_init=_kaiming_bias(d_in), name=f"head_{name}")
+    head = nn.Dense(width * (r if s.variant == "M" else 1), kernel_init=_head_kernel_init,
+                    bias_init=_head_bias(_kaiming_bias(d_in)), name=f"head_{name}")
     out = head(z)  # M: [tasks, L, 2, r * width]; S: [tasks, L, 2, r, width]
     rows = out.reshape(*out.shape[:3], r, width)  # [tasks, L, 2, r, width]
     a = rows[:, :, 0, :, :d_in]
@@ -144,5 +152,10 @@ def count_params(params) -> int:
   return sum(x.size for x in jax.tree.leaves(params))
 
 
-def init_params(spec: HyperSpec, embed_dim: int, rng: jax.Array):
+def init_params_boxed(spec: HyperSpec, embed_dim: int, rng: jax.Array):
+  """Params with their logical-axis boxes (for sharded initialisation)."""
   return T2LHypernet(spec).init(rng, jnp.zeros((1, embed_dim)))["params"]
+
+
+def init_params(spec: HyperSpec, embed_dim: int, rng: jax.Array):
+  return nn.unbox(init_params_boxed(spec, embed_dim, rng))

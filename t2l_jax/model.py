@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
 import jax
@@ -38,6 +39,23 @@ def check_spec_fits(saved_spec: dict, model_config, source: str) -> HyperSpec:
         f"with (d_in, d_out) {spec.dims}, but {model_config.name or model_config.family!r} has "
         f"{model_config.num_layers} layers and {expected}")
   return spec
+
+
+def check_resumable(mngr, saved: dict, directory: str) -> None:
+  """Refuses to resume a checkpoint written by a config that makes different adapters."""
+  import orbax.checkpoint as ocp
+
+  step = mngr.latest_step()
+  if step is None:
+    return
+  old = dict(mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"])
+  as_json = lambda value: json.loads(json.dumps(value))  # tuples and lists compare equal
+  for key, describe in (("spec", "hypernetwork / adapter shape"), ("base_model", "base model"),
+                        ("embed_dim", "task embedding width")):
+    if as_json(old.get(key)) != as_json(saved.get(key)):
+      raise ValueError(f"{directory!r} holds a checkpoint of another config ({describe} differs: "
+                       f"{old.get(key)} vs {saved.get(key)}); use a fresh --config.workdir or the "
+                       f"original config")
 
 
 @dataclasses.dataclass

@@ -69,17 +69,19 @@ class ReconBatches:
     return {"task_emb": emb.astype(np.float32), "target": target, "tokens": ones, "attention_mask": ones}
 
 
-def train_recon(setup, config, params, embeddings: dict, library: dict, directory: str,
-                writer: MetricWriter | None, saved_config: dict):
+def train_recon(setup, config, init_params, embeddings: dict, library: dict, directory: str,
+                writer, saved_config: dict, mesh=None):
   tc = config.train
-  optimizer = train_lib.make_optimizer(tc.lr, tc.steps, tc.warmup_frac, tc.weight_decay, tc.clip_norm)
-  state = train_lib.init_state(params, optimizer, tc.seed)
+  optimizer = train_lib.make_optimizer(tc.lr, tc.steps, tc.warmup_frac, tc.weight_decay, tc.clip_norm,
+                                       grad_accum=tc.grad_accum)
+  state, state_shardings = train_lib.create_state(init_params, optimizer, tc.seed, mesh)
   mngr = ckpt.manager(directory, keep=tc.keep_checkpoints)
   state = ckpt.restore(mngr, state) or state
   batches = ReconBatches(sorted(library), embeddings, library, config.data.tasks_per_batch, tc.seed)
   state = train_lib.fit(loss_fn=recon_loss_fn(setup.hypernet, config.recon.loss), optimizer=optimizer,
                         state=state, base_params=None, batches=batches, total_steps=tc.steps, mngr=mngr,
                         config_json=saved_config, writer=writer, log_every=tc.log_every,
-                        ckpt_every=tc.ckpt_every, desc="recon")
+                        ckpt_every=tc.ckpt_every, desc="recon", mesh=mesh,
+                        state_shardings=state_shardings)
   mngr.close()
   return state

@@ -10,13 +10,13 @@ import jax
 
 import numpy as np
 
-from hyperlora import ckpt, peft_io
+from hyperlora import ckpt, peft_io, sharding
 from hyperlora import lora as lora_lib
 from hyperlora import train as train_lib
 from hyperlora.metrics import MetricWriter
 from t2l_jax import model as t2l_model
 from t2l_jax.data import SFTBatches
-from t2l_jax.hypernet import count_params, init_params
+from t2l_jax.hypernet import count_params, init_params_boxed
 
 log = logging.getLogger(__name__)
 
@@ -29,21 +29,25 @@ def saved_config(config, setup) -> dict:
   return out
 
 
-def _run(setup, config, *, params, adapter_fn, batches, steps, directory, writer, desc, lr=None):
+def _run(setup, config, *, init_params, adapter_fn, batches, steps, directory, writer, desc,
+         mesh, base_params, lr=None):
   tc = config.train
-  optimizer = train_lib.make_optimizer(lr or tc.lr, steps, tc.warmup_frac, tc.weight_decay, tc.clip_norm)
+  optimizer = train_lib.make_optimizer(lr or tc.lr, steps, tc.warmup_frac, tc.weight_decay, tc.clip_norm,
+                                       grad_accum=tc.grad_accum)
   loss_fn = train_lib.lm_loss_fn(setup.base.module(jax.numpy.dtype(config.dtype), remat=tc.remat),
                                  adapter_fn, t2l_model.l2_penalty(tc.l2_coef), tc.label_smoothing)
-  state = train_lib.init_state(params, optimizer, tc.seed)
+  state, state_shardings = train_lib.create_state(init_params, optimizer, tc.seed, mesh)
   mngr = ckpt.manager(directory, keep=tc.keep_checkpoints)
+  t2l_model.check_resumable(mngr, saved_config(config, setup), directory)
   restored = ckpt.restore(mngr, state)
   if restored is not None:
     log.info("%s: resuming from step %d in %s", desc, int(restored.step), directory)
     state = restored
-  state = train_lib.fit(loss_fn=loss_fn, optimizer=optimizer, state=state,
-                        base_params=setup.base.params, batches=batches, total_steps=steps, mngr=mngr,
+  state = train_lib.fit(loss_fn=loss_fn, optimizer=optimizer, state=state, base_params=base_params,
+                        batches=batches, total_steps=steps, mngr=mngr,
                         config_json=saved_config(config, setup), writer=writer,
-                        log_every=tc.log_every, ckpt_every=tc.ckpt_every, desc=desc)
+                        log_every=tc.log_every, ckpt_every=tc.ckpt_every, desc=desc, mesh=mesh,
+                        state_shardings=state_shardings)
   mngr.close()
   return state
 
@@ -53,47 +57,61 @@ def train(config) -> str:
   setup = t2l_model.build(config)
   paths = t2l_model.workdir_paths(config.workdir)
   tc, dc = config.train, config.data
-  params = init_params(setup.spec, setup.embed_dim, jax.random.key(tc.seed))
-  log.info("T2L-%s hypernetwork: %s parameters; base %s; %d train / %d held-out tasks",
-           setup.spec.variant, f"{count_params(params):,}", setup.base.config.name,
-           len(setup.train_tasks), len(setup.eval_tasks))
+  mesh, base_params = _placement(setup, config)
+  init_hypernet = lambda: init_params_boxed(setup.spec, setup.embed_dim, jax.random.key(tc.seed))
+  log.info("T2L-%s hypernetwork: %s parameters; base %s; %d train / %d held-out tasks; mesh %s",
+           setup.spec.variant, f"{count_params(jax.eval_shape(init_hypernet)):,}",
+           setup.base.config.name, len(setup.train_tasks), len(setup.eval_tasks), dict(mesh.shape))
   embeddings = t2l_model.description_embeddings(setup, setup.train_tasks, config, "train", paths["cache"])
   batches = SFTBatches(setup.train_tasks, embeddings, setup.base.tokenizer,
                        tasks_per_batch=dc.tasks_per_batch, examples_per_task=dc.examples_per_task,
-                       max_len=dc.max_len, seed=tc.seed, max_answer=dc.max_answer)
+                       max_len=dc.max_len, seed=tc.seed, max_answer=dc.max_answer,
+                       process_index=jax.process_index(), process_count=jax.process_count())
   writer = MetricWriter(paths["logs"])
-  _run(setup, config, params=params, adapter_fn=t2l_model.hypernet_adapter_fn(setup.hypernet),
-       batches=batches, steps=tc.steps, directory=paths["checkpoints"], writer=writer, desc="t2l")
+  placement = dict(mesh=mesh, base_params=base_params)
+  _run(setup, config, init_params=init_hypernet, adapter_fn=t2l_model.hypernet_adapter_fn(setup.hypernet),
+       batches=batches, steps=tc.steps, directory=paths["checkpoints"], writer=writer, desc="t2l",
+       **placement)
 
   baselines = config.baselines
   if baselines.multitask_steps:
-    _run(setup, config, params=t2l_model.init_direct_lora(setup.spec, setup.base.config, tc.seed),
+    _run(setup, config, init_params=lambda: t2l_model.init_direct_lora(setup.spec, setup.base.config, tc.seed),
          adapter_fn=t2l_model.direct_adapter_fn(setup.spec.scale), batches=batches,
          steps=baselines.multitask_steps, directory=paths["multitask"], writer=writer, desc="multitask",
-         lr=baselines.lr)
+         lr=baselines.lr, **placement)
   if baselines.oracle_steps:
-    train_task_loras(setup, config, setup.eval_tasks, paths["oracle"], baselines.oracle_steps, writer)
+    train_task_loras(setup, config, setup.eval_tasks, paths["oracle"], baselines.oracle_steps, writer,
+                     placement)
   writer.close()
   return config.workdir
 
 
-def train_task_loras(setup, config, tasks, out_dir: str, steps: int, writer=None) -> list[str]:
+def _placement(setup, config):
+  """The mesh from config.mesh and the frozen base params sharded onto it (never donated)."""
+  mesh = sharding.make_mesh(dict(config.mesh))
+  return mesh, sharding.shard_base_params(setup.base.params, setup.base.module(), mesh)
+
+
+def train_task_loras(setup, config, tasks, out_dir: str, steps: int, writer=None,
+                     placement: dict | None = None) -> list[str]:
   """One LoRA per task, trained on that task alone and exported to out_dir/<task>/ (PEFT).
 
   These are the oracle baseline for held-out tasks, and the library reconstruction learns from.
   """
   dc, tc = config.data, config.train
   no_embedding = np.zeros((1, setup.embed_dim), np.float32)  # Direct LoRAs ignore the embedding.
+  placement = placement or dict(zip(("mesh", "base_params"), _placement(setup, config)))
   exported = []
   for task in tasks:
     batches = SFTBatches([task], {task.name: no_embedding}, setup.base.tokenizer, tasks_per_batch=1,
                          examples_per_task=dc.tasks_per_batch * dc.examples_per_task,
                          max_len=dc.max_len, seed=tc.seed, max_answer=dc.max_answer)
-    state = _run(setup, config, params=t2l_model.init_direct_lora(setup.spec, setup.base.config, tc.seed),
+    state = _run(setup, config,
+                 init_params=lambda: t2l_model.init_direct_lora(setup.spec, setup.base.config, tc.seed),
                  adapter_fn=t2l_model.direct_adapter_fn(setup.spec.scale), batches=batches, steps=steps,
                  directory=os.path.join(out_dir, "checkpoints", task.name), writer=writer,
-                 desc=f"lora/{task.name}", lr=config.baselines.lr)
-    lora = lora_lib.LoRA(state.params, setup.spec.scale)
+                 desc=f"lora/{task.name}", lr=config.baselines.lr, **placement)
+    lora = lora_lib.LoRA(jax.device_get(state.params), setup.spec.scale)
     exported.append(peft_io.export(lora, os.path.join(out_dir, task.name), setup.base.source,
                                    extra={"task": task.name, "definition": task.definition}))
   return exported
@@ -108,9 +126,9 @@ def train_reconstruction(config) -> str:
   names = [t.name for t in setup.train_tasks]
   library = reconstruct.load_library(config.recon.library, names, setup.base.config)
   embeddings = t2l_model.description_embeddings(setup, setup.train_tasks, config, "train", paths["cache"])
-  params = init_params(setup.spec, setup.embed_dim, jax.random.key(config.train.seed))
+  init_hypernet = lambda: init_params_boxed(setup.spec, setup.embed_dim, jax.random.key(config.train.seed))
   writer = MetricWriter(paths["logs"])
-  reconstruct.train_recon(setup, config, params, embeddings, library, paths["checkpoints"], writer,
-                          saved_config(config, setup))
+  reconstruct.train_recon(setup, config, init_hypernet, embeddings, library, paths["checkpoints"], writer,
+                          saved_config(config, setup), sharding.make_mesh(dict(config.mesh)))
   writer.close()
   return config.workdir

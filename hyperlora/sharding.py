@@ -1,0 +1,95 @@
+"""Meshes and the one table that maps logical axis names to mesh axes.
+
+Models annotate parameters with logical names (`embed`, `heads`, `mlp`, `vocab`, `layers`, ...);
+`RULES` says which mesh axis (`data`, `fsdp`, `tensor`) shards each. A config may override the
+table. Dimensions a mesh axis does not divide are replicated instead (with a log line), so one
+rules table serves every model size.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+log = logging.getLogger(__name__)
+
+MESH_AXES = ("data", "fsdp", "tensor")
+RULES = (
+    ("batch", ("data", "fsdp")),
+    ("vocab", "tensor"),
+    ("embed", "fsdp"),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("mlp", "tensor"),
+    ("layers", None),
+    ("norm", None),
+    ("hyper_in", "fsdp"),  # hypernetwork heads: [head_in, r (d_in + d_out)]
+    ("hyper_out", "tensor"),
+)
+
+
+def make_mesh(shape: dict | tuple, devices=None) -> Mesh:
+  """A (data, fsdp, tensor) mesh. shape: {'data': 2, 'fsdp': -1, 'tensor': 1}; one -1 fills."""
+  devices = jax.devices() if devices is None else devices
+  sizes = [shape[a] for a in MESH_AXES] if isinstance(shape, dict) else list(shape)
+  if sizes.count(-1) > 1:
+    raise ValueError("at most one mesh axis may be -1")
+  known = math.prod(s for s in sizes if s != -1)
+  sizes = [len(devices) // known if s == -1 else s for s in sizes]
+  if math.prod(sizes) != len(devices):
+    raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices, "
+                     f"but {len(devices)} are available")
+  return Mesh(np.asarray(devices).reshape(sizes), MESH_AXES)
+
+
+def _fit(spec: P, shape, mesh: Mesh) -> P:
+  """Drops mesh axes that do not divide their dimension."""
+  fitted = []
+  for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
+    names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    size = math.prod(mesh.shape[n] for n in names)
+    if names and dim % size:
+      log.info("replicating a dimension of %d: mesh axes %s (size %d) do not divide it", dim, names, size)
+      names = ()
+    fitted.append(names[0] if len(names) == 1 else (names or None))
+  return P(*fitted)
+
+
+def shardings(abstract_boxed, mesh: Mesh, rules=RULES):
+  """NamedShardings for a pytree whose leaves may be flax LogicallyPartitioned boxes."""
+  logical = nn.get_partition_spec(abstract_boxed)
+  is_box = lambda x: isinstance(x, nn.Partitioned)
+  unboxed = jax.tree.map(lambda x: x.unbox() if is_box(x) else x, abstract_boxed, is_leaf=is_box)
+
+  def one(spec, leaf):
+    mesh_spec = nn.logical_to_mesh_axes(spec, rules) if spec is not None else P()
+    return NamedSharding(mesh, _fit(mesh_spec, leaf.shape, mesh))
+
+  return jax.tree.map(one, logical, unboxed, is_leaf=lambda x: isinstance(x, P) or x is None)
+
+
+def batch_sharding(mesh: Mesh, rules=RULES) -> NamedSharding:
+  """Leading (batch) axis over the data-parallel mesh axes."""
+  return NamedSharding(mesh, P(dict(rules)["batch"]))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def shard_batch(batch: dict, mesh: Mesh, rules=RULES) -> dict:
+  """A host batch (the process's own rows) -> global arrays sharded on their leading axis."""
+  sharding = batch_sharding(mesh, rules)
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
+
+
+def shard_base_params(params: dict, model, mesh: Mesh, rules=RULES) -> dict:
+  """Places frozen base-model params on the mesh by the model's logical annotations."""
+  tokens = jax.ShapeDtypeStruct((1, 1), np.int32)
+  abstract = jax.eval_shape(lambda t: model.init(jax.random.key(0), t), tokens)["params"]
+  return jax.device_put(params, shardings(abstract, mesh, rules))

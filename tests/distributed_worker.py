@@ -1,0 +1,85 @@
+"""Runs a few T2L train steps of a tiny model on a given device layout and writes what happened.
+
+  python tests/distributed_worker.py OUT.json MODEL_DIR --devices 8 --meshes 1,1,1 8,1,1 2,4,1
+  python tests/distributed_worker.py OUT.json MODEL_DIR --devices 2 --process 0 --processes 2 --port P
+
+Used by tests/test_distributed.py in fresh processes, since the device count and the distributed
+runtime must be set before JAX starts.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+parser = argparse.ArgumentParser()
+parser.add_argument("out")
+parser.add_argument("model_dir")
+parser.add_argument("--devices", type=int, required=True, help="CPU devices in this process")
+parser.add_argument("--meshes", nargs="+", default=None, help="data,fsdp,tensor shapes to compare")
+parser.add_argument("--process", type=int, default=0)
+parser.add_argument("--processes", type=int, default=1)
+parser.add_argument("--port", type=int, default=0)
+parser.add_argument("--steps", type=int, default=3)
+args = parser.parse_args()
+
+os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
+os.environ["JAX_PLATFORMS"] = "cpu"
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import jax  # noqa: E402
+
+if args.processes > 1:
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(f"127.0.0.1:{args.port}", args.processes, args.process)
+
+import numpy as np  # noqa: E402
+
+import hyperlora  # noqa: E402
+from hyperlora import sharding  # noqa: E402
+from hyperlora import train as train_lib  # noqa: E402
+from jax.experimental import multihost_utils  # noqa: E402
+from t2l_jax import model as t2l_model  # noqa: E402
+from t2l_jax import tasks as tasks_lib  # noqa: E402
+from t2l_jax.data import SFTBatches  # noqa: E402
+from t2l_jax.hypernet import HyperSpec, T2LHypernet, init_params_boxed  # noqa: E402
+
+loaded = hyperlora.load(args.model_dir)
+spec = HyperSpec.for_model(loaded.config, "L", ["q_proj", "v_proj", "down_proj"], rank=4, latent=32,
+                           head_in=64, dropout=0.0)
+tasks = tasks_lib.generated_suite()[:12]
+rng = np.random.default_rng(0)
+embeddings = {t.name: rng.normal(size=(4, 16)).astype(np.float32) for t in tasks}
+batches = SFTBatches(tasks, embeddings, loaded.tokenizer, tasks_per_batch=4, examples_per_task=2,
+                     max_len=160, seed=0, max_answer=48, process_index=jax.process_index(),
+                     process_count=jax.process_count())
+optimizer = train_lib.make_optimizer(3e-3, 10)
+loss_fn = train_lib.lm_loss_fn(loaded.module(), t2l_model.hypernet_adapter_fn(T2LHypernet(spec)),
+                               t2l_model.l2_penalty(1e-3), 0.1)
+
+meshes = [tuple(int(x) for x in m.split(",")) for m in args.meshes] if args.meshes else [(len(jax.devices()), 1, 1)]
+results = {}
+for shape in meshes:
+  devices = jax.devices()[:int(np.prod(shape))]
+  mesh = sharding.make_mesh(shape, devices)
+  base = sharding.shard_base_params(loaded.params, loaded.module(), mesh)
+  state, state_shardings = train_lib.create_state(
+      lambda: init_params_boxed(spec, 16, jax.random.key(0)), optimizer, 0, mesh)
+  step = train_lib.jit_train_step(loss_fn, optimizer, mesh, state_shardings, base)
+  losses = []
+  for s in range(args.steps):
+    state, metrics = step(state, base, sharding.shard_batch(batches(s), mesh))
+    losses.append(float(metrics["loss"]))
+  head = state.params["head_q_proj"]["kernel"]
+  q_kernel = base["layers"]["self_attn"]["q_proj"]["kernel"]
+  params = multihost_utils.process_allgather(state.params, tiled=True)
+  results["x".join(map(str, shape))] = {
+      "losses": losses,
+      "params": {"/".join(str(k.key) for k in path): np.asarray(leaf).ravel()[:64].tolist()
+                 for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]},
+      "head_shard": list(head.addressable_shards[0].data.shape), "head_shape": list(head.shape),
+      "q_shard": list(q_kernel.addressable_shards[0].data.shape), "q_shape": list(q_kernel.shape),
+  }
+if jax.process_index() == 0:
+  with open(args.out, "w") as f:
+    json.dump(results, f)
