@@ -52,8 +52,9 @@ class LoadedModel:
   tokenizer: object  # transformers tokenizer
   source: str
 
-  def module(self, dtype=jnp.float32, remat=False) -> Transformer:
-    return Transformer(self.config, dtype=dtype, param_dtype=self.params_dtype, remat=remat)
+  def module(self, dtype=jnp.float32, remat=False, lora_mesh=None) -> Transformer:
+    return Transformer(self.config, dtype=dtype, param_dtype=self.params_dtype, remat=remat,
+                       lora_mesh=lora_mesh)
 
   @property
   def params_dtype(self):

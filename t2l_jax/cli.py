@@ -29,20 +29,28 @@ def config_main(command: str, argv: list[str]) -> int:
   from ml_collections import config_flags
 
   flag_values = flags.FlagValues()
+  args = [f"t2l {command}"] + argv
+  # sys_argv: ml_collections reads it to know which --config.* overrides to define.
   config_flags.DEFINE_config_file("config", None, "experiment config file (configs/t2l/*.py)",
-                                  flag_values=flag_values, lock_config=True)
+                                  flag_values=flag_values, lock_config=True, sys_argv=args)
   flags.DEFINE_string("out", None, "library: directory for the per-task PEFT adapters", flag_values=flag_values)
   if any(a in ("-h", "--help") for a in argv):
     print(__doc__ + "\nflags:\n  --config=FILE          a configs/t2l/*.py file (get_config())\n"
           "  --config.KEY=VALUE     override any config field, e.g. --config.train.steps=50\n"
           "  --out=DIR              (library) where to write one PEFT adapter per training task")
     return 0
-  flag_values([f"t2l {command}"] + argv)
+  flag_values(args)
   config = flag_values.config
   if config is None:
     print("error: --config is required (e.g. --config configs/t2l/smollm2_suite.py)", file=sys.stderr)
     return 2
-  print(config)
+  from hyperlora import distributed
+
+  distributed.initialize()  # no-op for a single process
+  import jax
+
+  if jax.process_index() == 0:
+    print(config)
   from t2l_jax import train as train_lib
 
   if command == "library":
@@ -92,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
   e = sub.add_parser("eval", help="zero-shot table on held-out tasks")
   e.add_argument("--checkpoint", required=True, help="a `t2l train` workdir")
   e.add_argument("--out", help="also write the table as JSON here")
+  e.add_argument("--variants", default="base,multitask,oracle,t2l,t2l_heldout,t2l_random",
+                 help="rows to evaluate (comma-separated; oracle/multitask appear when trained)")
   args = parser.parse_args(argv)
 
   try:
@@ -103,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
       from t2l_jax.evaluate import evaluate
 
-      evaluate(args.checkpoint, args.out)
+      evaluate(args.checkpoint, args.out, variants=tuple(args.variants.split(",")))
   except (FileNotFoundError, ValueError) as err:
     print(f"error: {err}", file=sys.stderr)
     return 2

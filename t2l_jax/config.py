@@ -24,8 +24,8 @@ def base_config() -> ml_collections.ConfigDict:
       tasks_per_batch=8, examples_per_task=1, max_len=80, max_answer=24))
   c.train = ml_collections.ConfigDict(dict(
       steps=300, lr=3e-4, warmup_frac=0.2, weight_decay=0.01, clip_norm=1.0, label_smoothing=0.1,
-      l2_coef=1e-3, seed=0, remat=False, grad_accum=1, log_every=10, ckpt_every=50,
-      keep_checkpoints=2))
+      l2_coef=1e-3, seed=0, remat=False, grad_accum=1, lora_shard_map=False, log_every=10,
+      ckpt_every=50, keep_checkpoints=2))
   # Device mesh (data, fsdp, tensor); one axis may be -1 (all remaining devices). The logical axis
   # rules are hyperlora.sharding.RULES.
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
@@ -36,5 +36,6 @@ def base_config() -> ml_collections.ConfigDict:
   # from `t2l library`), with L1 on the factors ('factors') or on dW = B A ('delta').
   c.mode = "sft"
   c.recon = ml_collections.ConfigDict(dict(library="", loss="factors"))
-  c.eval = ml_collections.ConfigDict(dict(examples_per_task=16, max_new_tokens=12, seed=1234))
+  c.eval = ml_collections.ConfigDict(dict(examples_per_task=16, max_new_tokens=12, seed=1234,
+                                          seen_tasks=4))
   return c

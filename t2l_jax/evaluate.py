@@ -54,7 +54,15 @@ def _cycle(embeddings: np.ndarray, n: int) -> jnp.ndarray:
   return jnp.asarray(np.resize(embeddings, (n, embeddings.shape[-1])))
 
 
-def evaluate(workdir: str, out_json: str | None = None, seen_tasks: int = 8) -> list[dict]:
+VARIANTS = ("base", "multitask", "oracle", "t2l", "t2l_heldout", "t2l_random")
+
+
+def evaluate(workdir: str, out_json: str | None = None,
+             variants: tuple[str, ...] = VARIANTS) -> list[dict]:
+  """The zero-shot table (plus a few training tasks as "seen"); `variants` picks rows."""
+  unknown = sorted(set(variants) - set(VARIANTS))
+  if unknown:
+    raise ValueError(f"unknown eval variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
   generator = Generator(workdir)
   config = generator.config
   setup = t2l_model.build(config)
@@ -73,17 +81,18 @@ def evaluate(workdir: str, out_json: str | None = None, seen_tasks: int = 8) -> 
     directory = os.path.join(paths["oracle"], task.name)
     return peft_io.load(directory, setup.base.config) if os.path.isdir(directory) else None
 
-  groups = {"held-out": setup.eval_tasks, "seen": setup.train_tasks[:seen_tasks]}
+  groups = {"held-out": setup.eval_tasks, "seen": setup.train_tasks[:config.eval.get("seen_tasks", 4)]}
   train_emb = {g: t2l_model.description_embeddings(setup, ts, config, "train", paths["cache"]) for g, ts in groups.items()}
   heldout_emb = {g: t2l_model.description_embeddings(setup, ts, config, "held_out", paths["cache"]) for g, ts in groups.items()}
-  variants = {
-      "base model": lambda g, t: None,
-      "multi-task LoRA": (lambda g, t: multitask) if multitask is not None else None,
-      "oracle LoRA (trained on the task)": lambda g, t: oracle(t),
-      "T2L, task descriptions": lambda g, t: t2l(train_emb[g][t.name]),
-      "T2L, held-out paraphrases": lambda g, t: t2l(heldout_emb[g][t.name]),
-      "T2L, random descriptions": lambda g, t: t2l(random_emb),
+  rows_by_key = {
+      "base": ("base model", lambda g, t: None),
+      "multitask": ("multi-task LoRA", (lambda g, t: multitask) if multitask is not None else None),
+      "oracle": ("oracle LoRA (trained on the task)", lambda g, t: oracle(t)),
+      "t2l": ("T2L, task descriptions", lambda g, t: t2l(train_emb[g][t.name])),
+      "t2l_heldout": ("T2L, held-out paraphrases", lambda g, t: t2l(heldout_emb[g][t.name])),
+      "t2l_random": ("T2L, random descriptions", lambda g, t: t2l(random_emb)),
   }
+  variants = dict(rows_by_key[k] for k in VARIANTS if k in variants)
   from tqdm.auto import tqdm
 
   rows = []

@@ -34,7 +34,9 @@ def _run(setup, config, *, init_params, adapter_fn, batches, steps, directory, w
   tc = config.train
   optimizer = train_lib.make_optimizer(lr or tc.lr, steps, tc.warmup_frac, tc.weight_decay, tc.clip_norm,
                                        grad_accum=tc.grad_accum)
-  loss_fn = train_lib.lm_loss_fn(setup.base.module(jax.numpy.dtype(config.dtype), remat=tc.remat),
+  base_model = setup.base.module(jax.numpy.dtype(config.dtype), remat=tc.remat,
+                                 lora_mesh=mesh if tc.lora_shard_map else None)
+  loss_fn = train_lib.lm_loss_fn(base_model,
                                  adapter_fn, t2l_model.l2_penalty(tc.l2_coef), tc.label_smoothing)
   state, state_shardings = train_lib.create_state(init_params, optimizer, tc.seed, mesh)
   mngr = ckpt.manager(directory, keep=tc.keep_checkpoints)

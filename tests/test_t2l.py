@@ -102,24 +102,48 @@ def test_base_model_encoder(tiny_llama):
   np.testing.assert_allclose(np.linalg.norm(emb, axis=-1), np.sqrt(loaded.config.hidden_size), rtol=1e-5)
 
 
-@pytest.fixture(scope="module")
-def trained(tiny_llama, tmp_path_factory):
-  """A tiny T2L run (8 training tasks) and its multi-task baseline, trained once for this module."""
-  from ml_collections import config_flags  # noqa: F401  (config files import ml_collections)
+def tiny_config(model_dir: str, workdir: str, max_train_tasks: int):
+  """configs/t2l/tiny.py pointed at a tiny model, as `t2l train --config` would load it."""
   import importlib.util
-  from t2l_jax.train import train
 
   spec = importlib.util.spec_from_file_location("tiny", os.path.join(CONFIGS, "tiny.py"))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   config = module.get_config()
-  path, _ = tiny_llama
-  config.base_model = path
-  config.workdir = str(tmp_path_factory.mktemp("t2l"))
-  config.data.max_train_tasks = 8
+  config.base_model, config.workdir = model_dir, workdir
+  config.data.max_train_tasks = max_train_tasks
+  return config
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_llama, tmp_path_factory):
+  """A tiny T2L run (8 training tasks) and its multi-task baseline, trained once for this module."""
+  from t2l_jax.train import train
+
+  config = tiny_config(tiny_llama[0], str(tmp_path_factory.mktemp("t2l")), 8)
   config.train.steps = 60
+  config.baselines.oracle_steps = 3
+  config.data.held_out = ("add_7", "double")  # two held-out tasks keep the oracle runs cheap
+  config.eval.update(examples_per_task=2, max_new_tokens=3, seen_tasks=1)
   train(config)
   return config
+
+
+def test_eval_table_has_every_row(trained):
+  import json
+
+  from t2l_jax.evaluate import evaluate
+
+  out = os.path.join(trained.workdir, "eval.json")
+  rows = evaluate(trained.workdir, out)
+  assert [r["adapter"] for r in rows] == [
+      "base model", "multi-task LoRA", "oracle LoRA (trained on the task)", "T2L, task descriptions",
+      "T2L, held-out paraphrases", "T2L, random descriptions"]
+  saved = json.load(open(out))
+  assert sorted(saved["held_out_tasks"]) == ["add_7", "double"] and saved["rows"] == rows
+  for row in rows:
+    assert 0 <= row["held-out exact match"] <= 1 and 0 <= row["held-out ROUGE-L"] <= 1
+    assert row["held-out loss"] > 0
 
 
 def test_training_loss_falls_and_t2l_beats_base_on_held_out_task(trained, tiny_llama):
@@ -175,18 +199,13 @@ def test_bad_input_errors(trained, tmp_path):
 
 def test_reconstruction_learns_a_library(tiny_llama, tmp_path):
   """L1 falls and the reconstructed adapters move toward their targets (random library of 4)."""
-  import importlib.util
   from t2l_jax import model as t2l_model
   from t2l_jax.generate import Generator
   from t2l_jax.train import train_reconstruction
 
-  spec = importlib.util.spec_from_file_location("tiny", os.path.join(CONFIGS, "tiny.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
   path, loaded = tiny_llama
-  config.base_model, config.mode, config.workdir = path, "recon", str(tmp_path / "run")
-  config.data.max_train_tasks = 4
+  config = tiny_config(path, str(tmp_path / "run"), 4)
+  config.mode = "recon"
   config.train.update(steps=150, lr=3e-3, log_every=10, ckpt_every=150)
   names = [t.name for t in t2l_model.build(config).train_tasks]
   targets = {}

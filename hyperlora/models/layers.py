@@ -63,14 +63,27 @@ def lora_delta(x: Array, a: Array, b: Array, scale: float) -> Array:
   return up * jnp.asarray(scale, x.dtype)
 
 
+def lora_delta_per_device(x: Array, a: Array, b: Array, scale: float, mesh, batch_axes) -> Array:
+  """lora_delta as a per-device program (shard_map): each device applies its own examples'
+  adapters to its own rows, with no communication. Needs per-example A, B ([batch, ...])."""
+  spec = jax.sharding.PartitionSpec(batch_axes)
+  per_device = lambda x, a, b: lora_delta(x, a, b, scale)
+  return jax.shard_map(per_device, mesh=mesh, in_specs=(spec, spec, spec), out_specs=spec)(x, a, b)
+
+
 class LoRADense(nn.Module):
-  """y = x W (+ bias) + scale * x A^T B^T, with W stored [d_in, d_out] (HF weight transposed)."""
+  """y = x W (+ bias) + scale * x A^T B^T, with W stored [d_in, d_out] (HF weight transposed).
+
+  With `mesh` set, per-example adapters are applied by a shard_map program over the batch axes.
+  """
 
   features: int
   axes: tuple[str, str]
   use_bias: bool = False
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
+  mesh: object = None
+  batch_axes: tuple[str, ...] = ("data", "fsdp")
 
   @nn.compact
   def __call__(self, x: Array, lora: dict | None = None, lora_scale: float = 1.0) -> Array:
@@ -82,5 +95,8 @@ class LoRADense(nn.Module):
                            self.axes[1:])
       y = y + bias.astype(self.dtype)
     if lora is not None:
-      y = y + lora_delta(x, lora["A"], lora["B"], lora_scale)
+      if self.mesh is not None and lora["A"].ndim == 3:
+        y = y + lora_delta_per_device(x, lora["A"], lora["B"], lora_scale, self.mesh, self.batch_axes)
+      else:
+        y = y + lora_delta(x, lora["A"], lora["B"], lora_scale)
     return y

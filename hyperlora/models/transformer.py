@@ -56,24 +56,31 @@ class Output(NamedTuple):
   hidden_states: Array | None  # [layers, batch, seq, hidden]: the output of every layer
 
 
-class Attention(nn.Module):
+class _Block(nn.Module):
+  """Fields shared by the attention and MLP blocks, and their LoRA-patched projections."""
+
   config: ModelConfig
   lora_scale: float
   dtype: jnp.dtype
   param_dtype: jnp.dtype
+  lora_mesh: object = None
+
+  def project(self, name, features, axes, x, lora, use_bias=False):
+    dense = LoRADense(features, axes, use_bias, self.dtype, self.param_dtype, mesh=self.lora_mesh,
+                      name=name)
+    return dense(x, (lora or {}).get(name), self.lora_scale)
+
+
+class Attention(_Block):
 
   @nn.compact
   def __call__(self, x, cos, sin, mask, lora, cache_kv, cache_index):
     c = self.config
     batch, seq, _ = x.shape
-    dense = functools.partial(LoRADense, dtype=self.dtype, param_dtype=self.param_dtype)
-    lora = lora or {}
-    q = dense(c.num_heads * c.head_dim, ("embed", "heads"), c.attention_bias, name="q_proj")(
-        x, lora.get("q_proj"), self.lora_scale)
-    k = dense(c.num_kv_heads * c.head_dim, ("embed", "kv_heads"), c.attention_bias, name="k_proj")(
-        x, lora.get("k_proj"), self.lora_scale)
-    v = dense(c.num_kv_heads * c.head_dim, ("embed", "kv_heads"), c.attention_bias, name="v_proj")(
-        x, lora.get("v_proj"), self.lora_scale)
+    bias = c.attention_bias
+    q = self.project("q_proj", c.num_heads * c.head_dim, ("embed", "heads"), x, lora, bias)
+    k = self.project("k_proj", c.num_kv_heads * c.head_dim, ("embed", "kv_heads"), x, lora, bias)
+    v = self.project("v_proj", c.num_kv_heads * c.head_dim, ("embed", "kv_heads"), x, lora, bias)
     q = q.reshape(batch, seq, c.num_heads, c.head_dim)  # [batch, seq, heads, head_dim]
     k = k.reshape(batch, seq, c.num_kv_heads, c.head_dim)  # [batch, seq, kv_heads, head_dim]
     v = v.reshape(batch, seq, c.num_kv_heads, c.head_dim)
@@ -99,29 +106,19 @@ class Attention(nn.Module):
     scores = jnp.where(mask[:, None, None], scores, _MASKED)  # [batch, kv, group, seq, kv_len]
     probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
     out = jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(batch, seq, c.num_heads * c.head_dim)
-    out = dense(c.hidden_size, ("heads", "embed"), name="o_proj")(
-        out, lora.get("o_proj"), self.lora_scale)
+    out = self.project("o_proj", c.hidden_size, ("heads", "embed"), out, lora)
     return out, new_cache_kv
 
 
-class MLP(nn.Module):
-  config: ModelConfig
-  lora_scale: float
-  dtype: jnp.dtype
-  param_dtype: jnp.dtype
+class MLP(_Block):
 
   @nn.compact
   def __call__(self, x, lora):
     c = self.config
-    dense = functools.partial(LoRADense, dtype=self.dtype, param_dtype=self.param_dtype)
-    lora = lora or {}
-    gate = dense(c.intermediate_size, ("embed", "mlp"), name="gate_proj")(
-        x, lora.get("gate_proj"), self.lora_scale)
-    up = dense(c.intermediate_size, ("embed", "mlp"), name="up_proj")(
-        x, lora.get("up_proj"), self.lora_scale)
+    gate = self.project("gate_proj", c.intermediate_size, ("embed", "mlp"), x, lora)
+    up = self.project("up_proj", c.intermediate_size, ("embed", "mlp"), x, lora)
     hidden = ACTIVATIONS[c.hidden_act](gate) * up  # [batch, seq, intermediate]
-    return dense(c.hidden_size, ("mlp", "embed"), name="down_proj")(
-        hidden, lora.get("down_proj"), self.lora_scale)
+    return self.project("down_proj", c.hidden_size, ("mlp", "embed"), hidden, lora)
 
 
 class DecoderLayer(nn.Module):
@@ -132,12 +129,14 @@ class DecoderLayer(nn.Module):
   dtype: jnp.dtype
   param_dtype: jnp.dtype
   keep_hidden: bool
+  lora_mesh: object = None
 
   @nn.compact
   def __call__(self, h, is_local, lora, cache_kv, cos, sin, masks, cache_index):
     c = self.config
     norm = functools.partial(RMSNorm, c.rms_norm_eps, c.norm_offset, self.param_dtype)
-    kw = dict(config=c, lora_scale=self.lora_scale, dtype=self.dtype, param_dtype=self.param_dtype)
+    kw = dict(config=c, lora_scale=self.lora_scale, dtype=self.dtype, param_dtype=self.param_dtype,
+              lora_mesh=self.lora_mesh)
     mask = jnp.where(is_local, masks[1], masks[0])
     attn_out, new_cache_kv = Attention(**kw, name="self_attn")(
         norm(name="input_layernorm")(h), cos, sin, mask, lora, cache_kv, cache_index)
@@ -169,6 +168,8 @@ class Transformer(nn.Module):
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
   remat: bool = False  # Recompute each layer in the backward pass (training memory).
+  # A mesh here applies per-example LoRA with a shard_map program (see layers.LoRADense).
+  lora_mesh: object = None
 
   @nn.compact
   def __call__(self, tokens, attention_mask=None, positions=None, lora=None, cache=None,
@@ -219,7 +220,8 @@ class Transformer(nn.Module):
                      length=c.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
     h, (new_cache_kv, hidden_states) = layers(
         config=c, lora_scale=1.0 if lora is None else lora.scale, dtype=self.dtype,
-        param_dtype=self.param_dtype, keep_hidden=return_hidden_states, name="layers")(
+        param_dtype=self.param_dtype, keep_hidden=return_hidden_states, lora_mesh=self.lora_mesh,
+        name="layers")(
             h, jnp.asarray(c.local_layers), layer_lora, cache_kv, cos, sin, masks, start)
     h = RMSNorm(c.rms_norm_eps, c.norm_offset, self.param_dtype, name="norm")(h)
     if only_last_logits:
