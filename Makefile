@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 PIP = $(VENV)/bin/python -m pip
 
-.PHONY: install test test-all bench
+.PHONY: install test bench
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -15,9 +15,8 @@ install:
 test:
 	$(VENV)/bin/python -m pytest -q tests
 
-test-all:  # also the slow tests
-	$(VENV)/bin/python -m pytest -q -m "slow or not slow" tests
-
 bench:
-	$(VENV)/bin/python benchmarks/forward_throughput.py
-	$(VENV)/bin/python benchmarks/load_time.py
+	cd benchmarks && ../$(VENV)/bin/python forward_throughput.py
+	cd benchmarks && ../$(VENV)/bin/python load_time.py
+	cd benchmarks && ../$(VENV)/bin/python t2l_speed.py
+	cd benchmarks && ../$(VENV)/bin/python scaling.py

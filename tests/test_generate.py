@@ -12,8 +12,9 @@ from tests.conftest import VOCAB
 
 
 def greedy_by_recompute(model, params, tokens, steps, lora=None):
+  forward = jax.jit(lambda p, t, l: model.apply({"params": p}, t, lora=l).logits)
   for _ in range(steps):
-    logits = model.apply({"params": params}, tokens, lora=lora).logits
+    logits = forward(params, tokens, lora)
     tokens = jnp.concatenate([tokens, jnp.argmax(logits[:, -1:], axis=-1)], axis=1)
   return tokens[:, -steps:]
 
