@@ -60,9 +60,13 @@ class ReconBatches:
     self.targets = {n: jax.device_get(library[n].weights) for n in self.names}
 
   def __call__(self, step: int) -> dict:
+    """This process's rows of the global batch of `step`."""
     rng = np.random.default_rng([self.seed, step])
     names = [self.names[i] for i in rng.choice(len(self.names), self.tasks_per_batch, replace=False)]
     emb = np.stack([self.embeddings[n][rng.integers(len(self.embeddings[n]))] for n in names])
+    per_process = len(names) // jax.process_count()  # Every process draws the whole batch above.
+    own = slice(jax.process_index() * per_process, (jax.process_index() + 1) * per_process)
+    names, emb = names[own], emb[own]
     target = jax.tree.map(lambda *xs: np.stack(xs), *[self.targets[n] for n in names])
     # Throughput counts examples via "tokens"/"attention_mask": one row per task here.
     ones = np.ones((len(names), 1), bool)

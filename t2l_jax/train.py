@@ -7,7 +7,6 @@ import logging
 import os
 
 import jax
-
 import numpy as np
 
 from hyperlora import ckpt, peft_io, sharding
@@ -24,7 +23,7 @@ log = logging.getLogger(__name__)
 def saved_config(config, setup) -> dict:
   """What a checkpoint keeps besides arrays: the config and the derived hypernetwork spec."""
   out = ckpt.config_json(config)
-  out["spec"] = {**dataclasses.asdict(setup.spec)}
+  out["spec"] = dataclasses.asdict(setup.spec)
   out["embed_dim"] = setup.embed_dim
   return out
 
@@ -36,18 +35,19 @@ def _run(setup, config, *, init_params, adapter_fn, batches, steps, directory, w
                                        grad_accum=tc.grad_accum)
   base_model = setup.base.module(jax.numpy.dtype(config.dtype), remat=tc.remat,
                                  lora_mesh=mesh if tc.lora_shard_map else None)
-  loss_fn = train_lib.lm_loss_fn(base_model,
-                                 adapter_fn, t2l_model.l2_penalty(tc.l2_coef), tc.label_smoothing)
+  loss_fn = train_lib.lm_loss_fn(base_model, adapter_fn, t2l_model.l2_penalty(tc.l2_coef),
+                                 tc.label_smoothing)
   state, state_shardings = train_lib.create_state(init_params, optimizer, tc.seed, mesh)
   mngr = ckpt.manager(directory, keep=tc.keep_checkpoints)
-  t2l_model.check_resumable(mngr, saved_config(config, setup), directory)
+  config_json = saved_config(config, setup)
+  t2l_model.check_resumable(mngr, config_json, directory)
   restored = ckpt.restore(mngr, state)
   if restored is not None:
     log.info("%s: resuming from step %d in %s", desc, int(restored.step), directory)
     state = restored
   state = train_lib.fit(loss_fn=loss_fn, optimizer=optimizer, state=state, base_params=base_params,
-                        batches=batches, total_steps=steps, mngr=mngr,
-                        config_json=saved_config(config, setup), writer=writer,
+                        batches=batches, total_steps=steps, mngr=mngr, config_json=config_json,
+                        writer=writer,
                         log_every=tc.log_every, ckpt_every=tc.ckpt_every, desc=desc, mesh=mesh,
                         state_shardings=state_shardings)
   mngr.close()
@@ -107,7 +107,8 @@ def train_task_loras(setup, config, tasks, out_dir: str, steps: int, writer=None
   for task in tasks:
     batches = SFTBatches([task], {task.name: no_embedding}, setup.base.tokenizer, tasks_per_batch=1,
                          examples_per_task=dc.tasks_per_batch * dc.examples_per_task,
-                         max_len=dc.max_len, seed=tc.seed, max_answer=dc.max_answer)
+                         max_len=dc.max_len, seed=tc.seed, max_answer=dc.max_answer,
+                         process_index=jax.process_index(), process_count=jax.process_count())
     state = _run(setup, config,
                  init_params=lambda: t2l_model.init_direct_lora(setup.spec, setup.base.config, tc.seed),
                  adapter_fn=t2l_model.direct_adapter_fn(setup.spec.scale), batches=batches, steps=steps,
