@@ -79,14 +79,14 @@ def test_sharded_safetensors_and_bfloat16(tmp_path, rng):
   np.testing.assert_allclose(np.asarray(low), np.asarray(ours), atol=0.1)
 
 
-def test_hidden_states_are_per_layer_outputs(tiny_model, rng):
+def test_hidden_states_match_transformers(tiny_model, rng):
   path, reference = tiny_model("qwen2")
   loaded = hyperlora.load(path, with_tokenizer=False)
   ids = rng.integers(0, VOCAB, (1, 7))
   out = loaded.module().apply({"params": loaded.params}, jnp.asarray(ids), return_hidden_states=True)
   with torch.no_grad():
     hf = reference(torch.tensor(ids), output_hidden_states=True).hidden_states
-  assert out.hidden_states.shape == (3, 1, 7, 64)
-  # transformers: hidden_states[i + 1] is layer i's output, except the last, which is normed.
-  for layer in range(2):
-    np.testing.assert_allclose(out.hidden_states[layer], hf[layer + 1].numpy(), atol=TOL)
+  assert out.hidden_states.shape == (4, 1, 7, 64)
+  # Embeddings, then each layer's output; transformers norms its last entry, we do not.
+  for i in range(3):
+    np.testing.assert_allclose(out.hidden_states[i], hf[i].numpy(), atol=TOL)

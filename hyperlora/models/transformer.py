@@ -53,7 +53,9 @@ class KVCache:
 class Output(NamedTuple):
   logits: Array  # [batch, seq, vocab] float32 ([batch, 1, vocab] with only_last_logits)
   cache: KVCache | None
-  hidden_states: Array | None  # [layers, batch, seq, hidden]: the output of every layer
+  # [layers + 1, batch, seq, hidden]: the embeddings, then every layer's output (as transformers,
+  # except that the last entry is not normed). hidden_states[l] is the input of layer l.
+  hidden_states: Array | None
 
 
 class _Block(nn.Module):
@@ -207,6 +209,7 @@ class Transformer(nn.Module):
     h = embed(tokens)  # [batch, seq, hidden]
     if c.scale_embeddings:
       h = h * jnp.asarray(c.hidden_size**0.5, self.dtype)
+    embedded = h
 
     layer_lora = None
     if lora is not None:
@@ -223,6 +226,8 @@ class Transformer(nn.Module):
         param_dtype=self.param_dtype, keep_hidden=return_hidden_states, lora_mesh=self.lora_mesh,
         name="layers")(
             h, jnp.asarray(c.local_layers), layer_lora, cache_kv, cos, sin, masks, start)
+    if return_hidden_states:
+      hidden_states = jnp.concatenate([embedded[None], hidden_states], axis=0)
     h = RMSNorm(c.rms_norm_eps, c.norm_offset, self.param_dtype, name="norm")(h)
     if only_last_logits:
       h = h[:, -1:]
