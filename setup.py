@@ -19,5 +19,6 @@ setup(
     packages=find_packages(include=["hyperlora", "hyperlora.*", "t2l_jax", "t2l_jax.*",
                                     "d2l_jax", "d2l_jax.*"]),
     install_requires=requirements + ["torch==2.13.0"],
-    entry_points={"console_scripts": ["hyperlora=hyperlora.cli:main", "t2l=t2l_jax.cli:main"]},
+    entry_points={"console_scripts": ["hyperlora=hyperlora.cli:main", "t2l=t2l_jax.cli:main",
+                                      "d2l=d2l_jax.cli:main"]},
 )

@@ -1,5 +1,5 @@
 """Doc-to-LoRA: document -> LoRA adapter.
 
-Ready: the Perceiver hypernetwork (hypernet.py), context features (context.py) and chunked
-internalisation (chunking.py). Training, data, baselines and CLIs follow in the D2L issue.
+Modules: hypernet (Perceiver), context (features), chunking, corpus / squad / teacher / data (training
+data and distillation targets), model, train (+ context distillation), internalize, evaluate, cli.
 """

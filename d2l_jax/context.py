@@ -8,6 +8,7 @@ the state after the first L // 4 layers ([1, seq, d]; its NIAH setting).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -45,11 +46,17 @@ def read_document(path: str) -> str:
 
 @functools.partial(jax.jit, static_argnames=("model", "which"))
 def features(model, params, tokens, mask, which: str = "all_but_last"):
-  """tokens, mask [seq] -> features [layers_used, seq, d] (float32, gradient stopped)."""
-  out = model.apply({"params": params}, tokens[None], mask[None], return_hidden_states=True)
-  hidden = jax.lax.stop_gradient(out.hidden_states[:, 0])  # [L + 1, seq, d]
-  if which == "all_but_last":
-    return hidden[:-1].astype(jnp.float32)
-  if which == "quarter":
-    return hidden[model.config.num_layers // 4][None].astype(jnp.float32)
-  raise ValueError(f"feature layers must be one of {FEATURE_LAYERS}, not {which!r}")
+  """tokens, mask [n, seq] -> features [n, layers_used, seq, d] (float32, gradient stopped)."""
+  if which not in FEATURE_LAYERS:
+    raise ValueError(f"feature layers must be one of {FEATURE_LAYERS}, not {which!r}")
+  if which == "quarter":  # Only the first L // 4 layers run: the rest would be thrown away.
+    model, params = first_layers(model, params, model.config.num_layers // 4)
+  out = model.apply({"params": params}, tokens, mask, return_hidden_states=True)
+  hidden = jnp.swapaxes(jax.lax.stop_gradient(out.hidden_states), 0, 1)  # [n, L + 1, seq, d]
+  return (hidden[:, :-1] if which == "all_but_last" else hidden[:, -1:]).astype(jnp.float32)
+
+
+def first_layers(model, params, n: int):
+  """The model cut after its first n layers, and its params (the layer stack sliced)."""
+  config = dataclasses.replace(model.config, num_layers=n, local_layers=model.config.local_layers[:n])
+  return model.clone(config=config), {**params, "layers": jax.tree.map(lambda x: x[:n], params["layers"])}

@@ -11,7 +11,7 @@ For each base layer l whose activations are used, with context features x_l [seq
 
 Keys and values come from the context only; attention is grouped-query (16 heads of 128, 4 KV heads
 at the reference sizes). With features from every layer (all but the last), the Perceiver runs per
-layer with shared weights and n_slots = modules x r; with one feature map (the state after L//4
+layer (weights shared across layers, or one Perceiver per layer) and n_slots = modules x r; with one feature map (the state after L//4
 layers, the reference's NIAH setting) it runs once and n_slots = layers x modules x r.
 The learned context-free bias adapter (bias_A kaiming, bias_B = 0) is returned beside the chunk's
 adapter: it joins the chunk adapters in `chunking.combine`.
@@ -38,6 +38,7 @@ class D2LSpec:
   num_layers: int  # base layers that get an adapter
   feature_dim: int  # base hidden size
   per_layer_features: bool = True  # False: one feature map for all layers (NIAH setting)
+  shared_perceiver: bool = True  # with per-layer features: one Perceiver for all layers, or one each
   rank: int = 8
   latent: int = 512
   n_latents: int = 8
@@ -132,8 +133,10 @@ class D2LHypernet(nn.Module):
     if s.per_layer_features:
       if features.shape[0] != L:
         raise ValueError(f"need features of all {L} adapted layers, got {features.shape[0]}")
-      perceiver = nn.vmap(Perceiver, variable_axes={"params": None}, split_rngs={"params": False},
-                          in_axes=(0, None))(s, n_mod * r, name="perceiver")
+      perceiver = nn.vmap(Perceiver, variable_axes={"params": None if s.shared_perceiver else 0},
+                          split_rngs={"params": not s.shared_perceiver}, in_axes=(0, None),
+                          metadata_params={nn.PARTITION_NAME: "layers"})(
+                              s, n_mod * r, name="perceiver")
       slots = perceiver(features, mask)  # [L, modules * r, latent]
     else:
       slots = Perceiver(s, L * n_mod * r, name="perceiver")(features[0], mask).reshape(L, n_mod * r, s.latent)

@@ -70,3 +70,34 @@ def _is_mismatch(err: Exception) -> bool:
 def config_json(config) -> dict:
   """An ml_collections ConfigDict (or dict) as plain JSON data."""
   return json.loads(config.to_json() if hasattr(config, "to_json") else json.dumps(config))
+
+
+def check_resumable(mngr: ocp.CheckpointManager, saved: dict, keys: dict[str, str]) -> None:
+  """Refuses to resume a checkpoint written by a config that differs in `keys` (config key ->
+  what it means), e.g. one that makes adapters of another shape."""
+  step = mngr.latest_step()
+  if step is None:
+    return
+  old = dict(mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"])
+  as_json = lambda value: json.loads(json.dumps(value))  # tuples and lists compare equal
+  for key, describe in keys.items():
+    if as_json(old.get(key)) != as_json(saved.get(key)):
+      raise ValueError(f"{str(mngr.directory)!r} holds a checkpoint of another config ({describe} "
+                       f"differs: {old.get(key)} vs {saved.get(key)}); use a fresh --config.workdir "
+                       f"or the original config")
+
+
+def restore_params(directory: str, abstract_params, train_config) -> dict:
+  """Trainable params of the latest finished checkpoint in `directory` (optimizer state skipped
+  after reading)."""
+  from hyperlora import train as train_lib
+
+  optimizer = train_lib.make_optimizer(train_config.lr, 1, grad_accum=train_config.get("grad_accum", 1))
+  abstract = jax.eval_shape(lambda p: train_lib.init_state(p, optimizer, 0), abstract_params)
+  mngr = manager(directory)
+  state = restore(mngr, abstract)
+  mngr.close()
+  if state is None:
+    raise FileNotFoundError(f"no finished checkpoint in {directory!r}")
+  return state.params
+

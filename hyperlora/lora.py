@@ -99,15 +99,17 @@ def fold_scale(lora: LoRA) -> LoRA:
 def concat_rank(loras: list[LoRA]) -> LoRA:
   """One adapter whose dW is the sum of the inputs' dW: A and B concatenated along rank.
 
-  Scales are folded into B first, so adapters with different scales combine exactly.
+  Inputs with different scales have them folded into B first, so they combine exactly; inputs
+  that share a scale keep it (their B stays as generated).
   """
-  folded = [fold_scale(l) for l in loras]
-  if len({l.modules for l in folded}) != 1:
+  if len({l.scale for l in loras}) > 1:
+    loras = [fold_scale(l) for l in loras]
+  if len({l.modules for l in loras}) != 1:
     raise ValueError("can only combine adapters on the same modules")
-  weights = {m: {"A": jnp.concatenate([l.weights[m]["A"] for l in folded], axis=-2),
-                 "B": jnp.concatenate([l.weights[m]["B"] for l in folded], axis=-1)}
-             for m in folded[0].modules}
-  return LoRA(weights, 1.0)
+  weights = {m: {"A": jnp.concatenate([l.weights[m]["A"] for l in loras], axis=-2),
+                 "B": jnp.concatenate([l.weights[m]["B"] for l in loras], axis=-1)}
+             for m in loras[0].modules}
+  return LoRA(weights, loras[0].scale)
 
 
 def merge(params: dict, lora: LoRA) -> dict:

@@ -23,14 +23,31 @@ def answer_cross_entropy(logits: jax.Array, targets: jax.Array, mask: jax.Array,
   return (nll * mask).sum(-1) / jnp.maximum(mask.sum(-1), 1.0)
 
 
+def distillation_loss(logits: jax.Array, teacher_ids: jax.Array, teacher_logprobs: jax.Array,
+                      mask: jax.Array) -> jax.Array:
+  """Per-example -sum_{j in top-k} p_T(j) log q_S(j), averaged over answer tokens: [batch].
+
+  logits [batch, n, vocab] (student); teacher_ids / teacher_logprobs [batch, n, k] (the teacher's
+  top-k, cached); mask [batch, n]. The teacher's top-k probabilities are renormalised to sum to 1.
+  """
+  log_q = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  log_q_top = jnp.take_along_axis(log_q, teacher_ids, axis=-1)  # [batch, n, k]
+  p_teacher = jax.nn.softmax(teacher_logprobs.astype(jnp.float32), axis=-1)
+  per_token = -(p_teacher * log_q_top).sum(-1)
+  return (per_token * mask).sum(-1) / jnp.maximum(mask.sum(-1), 1.0)
+
+
 def lora_l2(lora: LoRA) -> jax.Array:
   """mean(A^2) + mean(B^2), averaged over target modules."""
   terms = [jnp.mean(w["A"] ** 2) + jnp.mean(w["B"] ** 2) for w in lora.weights.values()]
   return sum(terms) / len(terms)
 
 
-def lora_l1(lora: LoRA, target: LoRA) -> jax.Array:
-  """Mean |A - A*| + mean |B - B*| over modules (reconstruction loss on the factors)."""
-  terms = [jnp.mean(jnp.abs(w["A"] - target.weights[m]["A"])) + jnp.mean(jnp.abs(w["B"] - target.weights[m]["B"]))
-           for m, w in lora.weights.items()]
+def lora_l1(lora: LoRA, target: LoRA | None = None) -> jax.Array:
+  """Mean |A - A*| + mean |B - B*| over modules: reconstruction of a target adapter, or with no
+  target the L1 norm of the factors (D2L's sparsity term on generated A, B)."""
+  terms = []
+  for m, w in lora.weights.items():
+    t = target.weights[m] if target is not None else {"A": 0.0, "B": 0.0}
+    terms.append(jnp.mean(jnp.abs(w["A"] - t["A"])) + jnp.mean(jnp.abs(w["B"] - t["B"])))
   return sum(terms) / len(terms)

@@ -31,3 +31,13 @@ class MetricWriter:
     if self.enabled:
       self._tb.close()
       self._jsonl.close()
+
+
+def print_table(rows: list[dict]) -> None:
+  """Rows of a results table (dicts; floats to 3 decimals), columns in first-seen order."""
+  columns = list(dict.fromkeys(k for r in rows for k in r))
+  fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)
+  widths = [max(len(c), *(len(fmt(r.get(c, ""))) for r in rows)) for c in columns]
+  print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+  for r in rows:
+    print("  ".join(fmt(r.get(c, "-")).ljust(w) for c, w in zip(columns, widths)))

@@ -1,8 +1,9 @@
 """The meta-training core shared by T2L and D2L: state, optimiser, a pure jitted step, the loop.
 
-A method supplies `adapter_fn(params, batch, rng, deterministic) -> LoRA` (a hypernetwork, or a LoRA
-learned directly) and an `aux_loss_fn(lora, batch)`; the language-model loss on answer tokens is
-common. The frozen base params are an argument of the step, never donated and never updated.
+A method supplies `adapter_fn(params, base_params, batch, rng, deterministic) -> LoRA` (a
+hypernetwork, or a LoRA learned directly; D2L reads the base model's activations of the document) and
+an `aux_loss_fn(lora, batch)`; the language-model loss on answer tokens (cross-entropy, or
+distillation from cached teacher log-probs) is common. The frozen base params are an argument of the step, never donated and never updated.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hyperlora.losses import answer_cross_entropy
+from hyperlora.losses import answer_cross_entropy, distillation_loss
 
 log = logging.getLogger(__name__)
 
@@ -81,20 +82,36 @@ def create_state(init_params: Callable[[], dict], optimizer, seed: int, mesh=Non
   return jax.jit(lambda: nn.unbox(init()), out_shardings=state_shardings)(), state_shardings
 
 
-AdapterFn = Callable[..., "LoRA"]  # (params, batch, rng, deterministic) -> LoRA
+AdapterFn = Callable[..., "LoRA"]  # (params, base_params, batch, rng, deterministic) -> LoRA
 
 
-def lm_loss_fn(base_model, adapter_fn: AdapterFn, aux_loss_fn=None, label_smoothing: float = 0.0):
-  """loss(params, base_params, batch, rng, deterministic) -> (scalar, metrics)."""
+def direct_adapter_fn(scale: float) -> AdapterFn:
+  """A LoRA learned directly (multi-task, oracle and context-distillation baselines): its params
+  are the factors, the same adapter for every example."""
+  from hyperlora.lora import LoRA
+
+  return lambda params, base_params, batch, rng, deterministic: LoRA(params, scale)
+
+
+def lm_loss_fn(base_model, adapter_fn: AdapterFn, aux_loss_fn=None, label_smoothing: float = 0.0,
+               distill: bool = False):
+  """loss(params, base_params, batch, rng, deterministic) -> (scalar, metrics).
+
+  distill: the batch carries the teacher's top-k (teacher_ids, teacher_logprobs) per answer token and
+  the loss is -sum_j p_T(j) log q_S(j); otherwise cross-entropy on target_ids.
+  """
 
   def loss_fn(params, base_params, batch, rng, deterministic):
-    lora = adapter_fn(params, batch, rng, deterministic)
+    lora = adapter_fn(params, base_params, batch, rng, deterministic)
     logits = base_model.apply({"params": base_params}, batch["tokens"], batch["attention_mask"],
                               lora=lora, logits_at=batch["target_index"]).logits
-    per_example = answer_cross_entropy(logits, batch["target_ids"], batch["target_mask"], label_smoothing)
-    lm_loss = per_example.mean()
-    # Smoothing adds a large vocabulary-wide term; the plain NLL is the number that shows progress.
+    # The plain NLL shows progress (smoothing adds a large vocabulary-wide term).
     nll = answer_cross_entropy(logits, batch["target_ids"], batch["target_mask"]).mean()
+    if distill:
+      lm_loss = distillation_loss(logits, batch["teacher_ids"], batch["teacher_logprobs"],
+                                  batch["target_mask"]).mean()
+    else:
+      lm_loss = answer_cross_entropy(logits, batch["target_ids"], batch["target_mask"], label_smoothing).mean()
     metrics = {"lm_loss": lm_loss, "answer_nll": jax.lax.stop_gradient(nll)}
     loss = lm_loss
     if aux_loss_fn is not None:
@@ -256,3 +273,26 @@ def fit(*, loss_fn, optimizer, state: TrainState, base_params, batches: Callable
   if mngr is not None:
     mngr.wait_until_finished()
   return state
+
+
+def run(*, loss_fn, optimizer, init_params: Callable[[], dict], batches, steps: int, directory: str,
+        config_json: dict, resume_keys: dict[str, str], seed: int, mesh=None, base_params=None,
+        writer=None, desc: str = "train", log_every: int = 10, ckpt_every: int = 100,
+        keep: int = 2) -> TrainState:
+  """Creates the (sharded) state, or resumes the newest checkpoint in `directory` after checking
+  that it was written by a compatible config (`resume_keys`), then fits to `steps`."""
+  from hyperlora import ckpt
+
+  state, state_shardings = create_state(init_params, optimizer, seed, mesh)
+  mngr = ckpt.manager(directory, keep=keep)
+  ckpt.check_resumable(mngr, config_json, resume_keys)
+  restored = ckpt.restore(mngr, state)
+  if restored is not None:
+    log.info("%s: resuming from step %d in %s", desc, int(restored.step), directory)
+    state = restored
+  state = fit(loss_fn=loss_fn, optimizer=optimizer, state=state, base_params=base_params, batches=batches,
+              total_steps=steps, mngr=mngr, config_json=config_json, writer=writer, log_every=log_every,
+              ckpt_every=ckpt_every, desc=desc, mesh=mesh, state_shardings=state_shardings)
+  mngr.close()
+  return state
+

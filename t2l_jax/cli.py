@@ -10,47 +10,22 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-
-
-def _logging():
-  handler = logging.StreamHandler(sys.stderr)
-  handler.setFormatter(logging.Formatter("%(message)s"))
-  for name in ("hyperlora", "t2l_jax"):
-    logging.getLogger(name).addHandler(handler)
-    logging.getLogger(name).setLevel(logging.INFO)
-    logging.getLogger(name).propagate = False  # absl also installs a root handler
 
 
 def config_main(command: str, argv: list[str]) -> int:
   """`train` and `library`: absl flags with an ml_collections config file (--config.a.b=value)."""
-  from absl import flags
-  from ml_collections import config_flags
+  from hyperlora import cli_config
 
-  flag_values = flags.FlagValues()
-  args = [f"t2l {command}"] + argv
-  # sys_argv: ml_collections reads it to know which --config.* overrides to define.
-  config_flags.DEFINE_config_file("config", None, "experiment config file (configs/t2l/*.py)",
-                                  flag_values=flag_values, lock_config=True, sys_argv=args)
-  flags.DEFINE_string("out", None, "library: directory for the per-task PEFT adapters", flag_values=flag_values)
-  if any(a in ("-h", "--help") for a in argv):
-    print(__doc__ + "\nflags:\n  --config=FILE          a configs/t2l/*.py file (get_config())\n"
-          "  --config.KEY=VALUE     override any config field, e.g. --config.train.steps=50\n"
-          "  --out=DIR              (library) where to write one PEFT adapter per training task")
-    return 0
-  flag_values(args)
-  config = flag_values.config
+  def out_flag(flags, flag_values):
+    flags.DEFINE_string("out", None, "library: directory for the per-task PEFT adapters", flag_values=flag_values)
+
+  usage = (__doc__ + "\nflags:\n" + cli_config.CONFIG_HELP +
+           "  --out=DIR              (library) where to write one PEFT adapter per training task")
+  config, flag_values = cli_config.parse(f"t2l {command}", argv, usage, out_flag)
   if config is None:
-    print("error: --config is required (e.g. --config configs/t2l/smollm2_suite.py)", file=sys.stderr)
-    return 2
-  from hyperlora import distributed
-
-  distributed.initialize()  # no-op for a single process
-  import jax
-
-  if jax.process_index() == 0:
-    print(config)
+    return 0 if any(a in ("-h", "--help") for a in argv) else 2
+  cli_config.start(config)
   from t2l_jax import train as train_lib
 
   if command == "library":
@@ -67,23 +42,15 @@ def config_main(command: str, argv: list[str]) -> int:
   if config.mode not in ("sft", "recon"):
     print(f"error: config.mode must be 'sft' or 'recon', not {config.mode!r}", file=sys.stderr)
     return 2
-  from hyperlora.train import Preempted
-
-  try:
-    workdir = (train_lib.train if config.mode == "sft" else train_lib.train_reconstruction)(config)
-  except Preempted as stop:
-    print(stop, file=sys.stderr)
-    return stop.code
-  except (FileNotFoundError, ValueError) as err:
-    print(f"error: {err}", file=sys.stderr)
-    return 2
-  print(f"checkpoints in {workdir}; next: t2l eval --checkpoint {workdir}")
-  return 0
+  return cli_config.run_training(train_lib.train if config.mode == "sft" else train_lib.train_reconstruction,
+                                 config, "t2l")
 
 
 def main(argv: list[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else argv
-  _logging()
+  from hyperlora.cli_config import setup_logging
+
+  setup_logging("t2l_jax")
   if argv and argv[0] in ("train", "library"):
     return config_main(argv[0], argv[1:])
   parser = argparse.ArgumentParser(prog="t2l", description="Text-to-LoRA in JAX: a task description -> "
@@ -104,20 +71,21 @@ def main(argv: list[str] | None = None) -> int:
                  help="rows to evaluate (comma-separated; oracle/multitask appear when trained)")
   args = parser.parse_args(argv)
 
-  try:
-    if args.command == "generate":
-      from t2l_jax.generate import Generator
+  from hyperlora.cli_config import guarded
 
-      out = Generator(args.checkpoint, args.model).export(args.description, args.out)
-      print(f"wrote {out}")
-    else:
-      from t2l_jax.evaluate import evaluate
+  return guarded(lambda: run_command(args))
 
-      evaluate(args.checkpoint, args.out, variants=tuple(args.variants.split(",")))
-  except (FileNotFoundError, ValueError) as err:
-    print(f"error: {err}", file=sys.stderr)
-    return 2
-  return 0
+
+def run_command(args) -> None:
+  if args.command == "generate":
+    from t2l_jax.generate import Generator
+
+    out = Generator(args.checkpoint, args.model).export(args.description, args.out)
+    print(f"wrote {out}")
+  else:
+    from t2l_jax.evaluate import evaluate
+
+    evaluate(args.checkpoint, args.out, variants=tuple(args.variants.split(",")))
 
 
 if __name__ == "__main__":

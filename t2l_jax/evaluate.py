@@ -10,13 +10,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hyperlora import ckpt
+from hyperlora.metrics import print_table
 from hyperlora import generate as gen
 from hyperlora import lora as lora_lib
 from hyperlora import peft_io
 from hyperlora.losses import answer_cross_entropy
 from t2l_jax import model as t2l_model
-from t2l_jax.data import encode_example, pad_batch, prompt_ids
-from t2l_jax.generate import Generator, restore_state_params
+from hyperlora.sft import encode_example, pad_batch, prompt_ids
+from t2l_jax.generate import Generator
 
 
 class TaskEval:
@@ -75,7 +77,7 @@ def evaluate(workdir: str, out_json: str | None = None,
   multitask = None
   if os.path.isdir(paths["multitask"]) and os.listdir(paths["multitask"]):
     abstract = jax.eval_shape(lambda: t2l_model.init_direct_lora(setup.spec, setup.base.config, 0))
-    multitask = lora_lib.LoRA(restore_state_params(paths["multitask"], abstract, config.train), setup.spec.scale)
+    multitask = lora_lib.LoRA(ckpt.restore_params(paths["multitask"], abstract, config.train), setup.spec.scale)
 
   def oracle(task):
     directory = os.path.join(paths["oracle"], task.name)
@@ -119,12 +121,3 @@ def evaluate(workdir: str, out_json: str | None = None,
     with open(out_json, "w") as f:
       json.dump({"workdir": workdir, "held_out_tasks": [t.name for t in setup.eval_tasks], "rows": rows}, f, indent=2)
   return rows
-
-
-def print_table(rows: list[dict]) -> None:
-  columns = list(dict.fromkeys(k for r in rows for k in r))
-  fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)
-  widths = [max(len(c), *(len(fmt(r.get(c, ""))) for r in rows)) for c in columns]
-  print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
-  for r in rows:
-    print("  ".join(fmt(r.get(c, "-")).ljust(w) for c, w in zip(columns, widths)))

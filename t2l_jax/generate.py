@@ -9,7 +9,6 @@ import jax.numpy as jnp
 import ml_collections
 
 from hyperlora import checkpoints, ckpt, peft_io
-from hyperlora import train as train_lib
 from t2l_jax import encoder as encoder_lib
 from t2l_jax import model as t2l_model
 from t2l_jax.hypernet import T2LHypernet, init_params
@@ -18,18 +17,7 @@ from t2l_jax.hypernet import T2LHypernet, init_params
 def restore_params(directory: str, spec, embed_dim: int, train_config) -> dict:
   """Hypernetwork (or direct LoRA) params of the latest checkpoint in `directory`."""
   abstract_params = jax.eval_shape(lambda: init_params(spec, embed_dim, jax.random.key(0)))
-  return restore_state_params(directory, abstract_params, train_config)
-
-
-def restore_state_params(directory: str, abstract_params, train_config) -> dict:
-  optimizer = train_lib.make_optimizer(train_config.lr, 1, grad_accum=train_config.get("grad_accum", 1))
-  abstract = jax.eval_shape(lambda p: train_lib.init_state(p, optimizer, 0), abstract_params)
-  mngr = ckpt.manager(directory)
-  state = ckpt.restore(mngr, abstract)
-  mngr.close()
-  if state is None:
-    raise FileNotFoundError(f"no finished checkpoint in {directory!r}")
-  return state.params
+  return ckpt.restore_params(directory, abstract_params, train_config)
 
 
 class Generator:

@@ -41,23 +41,6 @@ def check_spec_fits(saved_spec: dict, model_config, source: str) -> HyperSpec:
   return spec
 
 
-def check_resumable(mngr, saved: dict, directory: str) -> None:
-  """Refuses to resume a checkpoint written by a config that makes different adapters."""
-  import orbax.checkpoint as ocp
-
-  step = mngr.latest_step()
-  if step is None:
-    return
-  old = dict(mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"])
-  as_json = lambda value: json.loads(json.dumps(value))  # tuples and lists compare equal
-  for key, describe in (("spec", "hypernetwork / adapter shape"), ("base_model", "base model"),
-                        ("embed_dim", "task embedding width")):
-    if as_json(old.get(key)) != as_json(saved.get(key)):
-      raise ValueError(f"{directory!r} holds a checkpoint of another config ({describe} differs: "
-                       f"{old.get(key)} vs {saved.get(key)}); use a fresh --config.workdir or the "
-                       f"original config")
-
-
 @dataclasses.dataclass
 class Setup:
   base: hyperlora.LoadedModel
@@ -108,16 +91,9 @@ def description_embeddings(setup: Setup, tasks, config, which: str, cache_dir=No
 
 
 def hypernet_adapter_fn(hypernet: T2LHypernet):
-  def adapter_fn(params, batch, rng, deterministic):
+  def adapter_fn(params, base_params, batch, rng, deterministic):
     return hypernet.apply({"params": params}, batch["task_emb"], deterministic,
                           rngs=None if deterministic else {"dropout": rng})
-  return adapter_fn
-
-
-def direct_adapter_fn(scale: float):
-  """A LoRA learned directly (multi-task and oracle baselines): the same adapter for every example."""
-  def adapter_fn(params, batch, rng, deterministic):
-    return lora_lib.LoRA(params, scale)
   return adapter_fn
 
 

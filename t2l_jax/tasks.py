@@ -11,7 +11,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
-from typing import Callable, NamedTuple
+from typing import Callable
+
+from hyperlora.sft import Example
 
 PROMPT_SUFFIX = " Please complete the task without any explanation."
 
@@ -20,13 +22,6 @@ WORDS = ("apple river stone cloud green quick seven music paper light garden win
 FRAMES = ("{}", "In this task, {}", "Your job: {}", "Task: {}", "You are asked to {}",
           "Given the input, {}", "Instruction: {}", "For each input, {}", "Please {}",
           "The goal is to {}", "Here you must {}", "What to do: {}")
-
-
-class Example(NamedTuple):
-  prompt: str  # the user turn
-  target: str  # the answer the model should give
-  system: str = ""
-  prefill: str = ""  # text the assistant turn starts with (not scored)
 
 
 @dataclasses.dataclass(frozen=True)

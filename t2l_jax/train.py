@@ -20,6 +20,11 @@ from t2l_jax.hypernet import count_params, init_params_boxed
 log = logging.getLogger(__name__)
 
 
+# Saved-config fields a resumed run must share with the checkpoint.
+RESUME_KEYS = {"spec": "hypernetwork / adapter shape", "base_model": "base model",
+               "embed_dim": "task embedding width"}
+
+
 def saved_config(config, setup) -> dict:
   """What a checkpoint keeps besides arrays: the config and the derived hypernetwork spec."""
   out = ckpt.config_json(config)
@@ -37,21 +42,11 @@ def _run(setup, config, *, init_params, adapter_fn, batches, steps, directory, w
                                  lora_mesh=mesh if tc.lora_shard_map else None)
   loss_fn = train_lib.lm_loss_fn(base_model, adapter_fn, t2l_model.l2_penalty(tc.l2_coef),
                                  tc.label_smoothing)
-  state, state_shardings = train_lib.create_state(init_params, optimizer, tc.seed, mesh)
-  mngr = ckpt.manager(directory, keep=tc.keep_checkpoints)
-  config_json = saved_config(config, setup)
-  t2l_model.check_resumable(mngr, config_json, directory)
-  restored = ckpt.restore(mngr, state)
-  if restored is not None:
-    log.info("%s: resuming from step %d in %s", desc, int(restored.step), directory)
-    state = restored
-  state = train_lib.fit(loss_fn=loss_fn, optimizer=optimizer, state=state, base_params=base_params,
-                        batches=batches, total_steps=steps, mngr=mngr, config_json=config_json,
-                        writer=writer,
-                        log_every=tc.log_every, ckpt_every=tc.ckpt_every, desc=desc, mesh=mesh,
-                        state_shardings=state_shardings)
-  mngr.close()
-  return state
+  return train_lib.run(loss_fn=loss_fn, optimizer=optimizer, init_params=init_params, batches=batches,
+                       steps=steps, directory=directory, config_json=saved_config(config, setup),
+                       resume_keys=RESUME_KEYS, seed=tc.seed, mesh=mesh, base_params=base_params,
+                       writer=writer, desc=desc, log_every=tc.log_every, ckpt_every=tc.ckpt_every,
+                       keep=tc.keep_checkpoints)
 
 
 def train(config) -> str:
@@ -78,7 +73,7 @@ def train(config) -> str:
   baselines = config.baselines
   if baselines.multitask_steps:
     _run(setup, config, init_params=lambda: t2l_model.init_direct_lora(setup.spec, setup.base.config, tc.seed),
-         adapter_fn=t2l_model.direct_adapter_fn(setup.spec.scale), batches=batches,
+         adapter_fn=train_lib.direct_adapter_fn(setup.spec.scale), batches=batches,
          steps=baselines.multitask_steps, directory=paths["multitask"], writer=writer, desc="multitask",
          lr=baselines.lr, **placement)
   if baselines.oracle_steps:
@@ -111,7 +106,7 @@ def train_task_loras(setup, config, tasks, out_dir: str, steps: int, writer=None
                          process_index=jax.process_index(), process_count=jax.process_count())
     state = _run(setup, config,
                  init_params=lambda: t2l_model.init_direct_lora(setup.spec, setup.base.config, tc.seed),
-                 adapter_fn=t2l_model.direct_adapter_fn(setup.spec.scale), batches=batches, steps=steps,
+                 adapter_fn=train_lib.direct_adapter_fn(setup.spec.scale), batches=batches, steps=steps,
                  directory=os.path.join(out_dir, "checkpoints", task.name), writer=writer,
                  desc=f"lora/{task.name}", lr=config.baselines.lr, **placement)
     lora = lora_lib.LoRA(jax.device_get(state.params), setup.spec.scale)

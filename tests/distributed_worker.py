@@ -1,4 +1,5 @@
-"""Runs a few T2L train steps of a tiny model on a given device layout and writes what happened.
+"""Runs a few T2L (and, with --meshes, D2L) train steps of a tiny model on given device layouts and
+writes what happened.
 
   python tests/distributed_worker.py OUT.json MODEL_DIR --devices 8 --meshes 1,1,1 8,1,1 2,4,1
   python tests/distributed_worker.py OUT.json MODEL_DIR --devices 2 --process 0 --processes 2 --port P
@@ -80,7 +81,41 @@ for shape in meshes:
       "head_shard": list(head.addressable_shards[0].data.shape), "head_shape": list(head.shape),
       "q_shard": list(q_kernel.addressable_shards[0].data.shape), "q_shape": list(q_kernel.shape),
   }
-if len(meshes) > 1:
+if len(meshes) > 1:  # D2L steps on the same meshes: documents in 2 chunks, distillation loss.
+  from d2l_jax import corpus, teacher
+  from d2l_jax import model as d2l_model
+  from d2l_jax.data import DocBatches
+  from d2l_jax.hypernet import D2LHypernet, D2LSpec
+  from d2l_jax.train import question_pairs
+
+  d2l_spec = D2LSpec.for_model(loaded.config, ("down_proj",), latent=32, n_latents=4, num_blocks=1, heads=4,
+                               kv_heads=2, head_dim=8)
+  d2l = d2l_model.Setup(loaded, d2l_spec, D2LHypernet(d2l_spec), "all_but_last")
+  documents = corpus.synthetic_corpus(8, 0)
+  pairs, pair_doc = question_pairs(documents)
+
+  class Data:
+    responses, top_k, max_len, max_teacher_len, max_answer, teacher_batch = "gold", 4, 96, 448, 16, 8
+
+  d2l_batches = DocBatches(documents, teacher.prepare(loaded, pairs, Data, None), pair_doc, loaded.tokenizer,
+                           docs_per_batch=8, queries_per_doc=1, max_doc_len=320, chunk_counts=(2,),
+                           chunk_probs=(1.0,), min_chunk_len=8, seed=0)
+  d2l_loss = train_lib.lm_loss_fn(loaded.module(), d2l_model.hypernet_adapter_fn(d2l), d2l_model.l1_penalty(0.1),
+                                  distill=True)
+  for d2l_shape in meshes:
+    d2l_mesh = sharding.make_mesh(d2l_shape, jax.devices()[:int(np.prod(d2l_shape))])
+    d2l_base = sharding.shard_base_params(loaded.params, loaded.module(), d2l_mesh)
+    d2l_state, d2l_shardings = train_lib.create_state(lambda: d2l.init_params(0), optimizer, 0, d2l_mesh)
+    d2l_step = train_lib.jit_train_step(d2l_loss, optimizer, d2l_mesh, d2l_shardings, d2l_base)
+    d2l_losses = []
+    for s in range(2):
+      d2l_state, metrics = d2l_step(d2l_state, d2l_base, sharding.shard_batch(d2l_batches(s), d2l_mesh))
+      d2l_losses.append(float(metrics["loss"]))
+    results["d2l " + "x".join(map(str, d2l_shape))] = {
+        "losses": d2l_losses,
+        "params": {"/".join(str(k.key) for k in path): np.asarray(leaf).ravel()[:64].tolist()
+                   for path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(d2l_state.params))[0]}}
+
   import tempfile
 
   import jax.numpy as jnp

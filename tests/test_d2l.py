@@ -25,8 +25,8 @@ def setup(tiny_model):
   loaded = hyperlora.load(path)
   spec = D2LSpec.for_model(loaded.config, ("down_proj", "q_proj"), **SMALL)
   hypernet = D2LHypernet(spec)
-  feats = context.features(loaded.module(), loaded.params, jnp.ones(12, jnp.int32), jnp.ones(12, bool))
-  params = hypernet.init(jax.random.key(0), feats)["params"]
+  feats = context.features(loaded.module(), loaded.params, jnp.ones((1, 12), jnp.int32), jnp.ones((1, 12), bool))
+  params = hypernet.init(jax.random.key(0), feats[0])["params"]
   return path, loaded, spec, hypernet, params
 
 
@@ -38,13 +38,17 @@ def with_open_b(params):
 
 def test_features_are_each_layers_input(setup):
   _, loaded, *_ = setup
-  tokens = jnp.arange(1, 10)
-  feats = context.features(loaded.module(), loaded.params, tokens, jnp.ones(9, bool))
-  assert feats.shape == (loaded.config.num_layers, 9, loaded.config.hidden_size)
-  embedding = loaded.params["embed_tokens"]["embedding"][tokens]
-  np.testing.assert_allclose(feats[0], embedding, atol=1e-6)  # layer 0's input is the embedding
-  quarter = context.features(loaded.module(), loaded.params, tokens, jnp.ones(9, bool), "quarter")
-  assert quarter.shape == (1, 9, loaded.config.hidden_size)
+  tokens = jnp.arange(1, 10)[None]
+  mask = jnp.ones((1, 9), bool)
+  feats = context.features(loaded.module(), loaded.params, tokens, mask)
+  assert feats.shape == (1, loaded.config.num_layers, 9, loaded.config.hidden_size)
+  embedding = loaded.params["embed_tokens"]["embedding"][tokens[0]]
+  np.testing.assert_allclose(feats[0, 0], embedding, atol=1e-6)  # layer 0's input is the embedding
+  # The quarter setting runs only the first L // 4 layers: the same state as the full model's.
+  quarter = context.features(loaded.module(), loaded.params, tokens, mask, "quarter")
+  full = loaded.module().apply({"params": loaded.params}, tokens, mask, return_hidden_states=True)
+  assert quarter.shape == (1, 1, 9, loaded.config.hidden_size)
+  np.testing.assert_allclose(quarter[0, 0], full.hidden_states[loaded.config.num_layers // 4, 0], atol=1e-5)
 
 
 def test_step0_adapter_is_a_zero_delta(setup):
@@ -66,8 +70,8 @@ def test_chunk_concatenation_equals_sum_of_deltas(setup):
   expected = None
   for chunk in chunks:
     ids = context.document_tokens(tok, tok.decode(chunk))
-    feats = context.features(loaded.module(), loaded.params, jnp.asarray(ids), jnp.ones(len(ids), bool))
-    chunk_lora, bias = hypernet.apply({"params": params}, feats, jnp.ones(len(ids), bool))
+    feats = context.features(loaded.module(), loaded.params, jnp.asarray(ids)[None], jnp.ones((1, len(ids)), bool))
+    chunk_lora, bias = hypernet.apply({"params": params}, feats[0], jnp.ones(len(ids), bool))
     delta = lora_lib.delta_weights(chunk_lora)
     expected = delta if expected is None else jax.tree.map(jnp.add, expected, delta)
   expected = jax.tree.map(jnp.add, expected, lora_lib.delta_weights(bias))
@@ -106,3 +110,59 @@ def test_bad_documents(setup, tmp_path):
   latin.write_bytes("caf\xe9".encode("latin-1"))
   with pytest.raises(ValueError, match="is not UTF-8 text"):
     context.read_document(str(latin))
+
+
+MEMORY_PROBE = """
+import resource, sys
+import jax, jax.numpy as jnp
+import hyperlora
+from d2l_jax import chunking, context, corpus
+from d2l_jax.hypernet import D2LHypernet, D2LSpec
+path, multiple, chunk = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+loaded = hyperlora.load(path)
+spec = D2LSpec.for_model(loaded.config, ("down_proj",), latent=32, n_latents=4, num_blocks=2, heads=4,
+                         kv_heads=2, head_dim=8)
+hypernet = D2LHypernet(spec)
+feats = context.features(loaded.module(), loaded.params, jnp.ones((1, 8), jnp.int32), jnp.ones((1, 8), bool))
+params = hypernet.init(jax.random.key(0), feats[0])["params"]
+doc = corpus.niah_document(loaded.tokenizer, multiple * chunk - 40, 0.5, seed=0).text
+lora = chunking.internalize(loaded, hypernet, params, doc, chunk)
+print(lora.rank // spec.rank - 1, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def test_chunked_memory_is_bounded_by_the_chunk(setup):
+  """A document 8x the chunk length is internalised with peak memory (RSS of a fresh process)
+  within 1.5x of a one-chunk document's. Encoding it whole would need ~64x the attention memory
+  of a chunk (over 1 GB here), so an unbounded implementation fails this."""
+  import subprocess
+  import sys
+
+  path = setup[0]
+  peaks = {}
+  for multiple in (1, 8):
+    result = subprocess.run([sys.executable, "-c", MEMORY_PROBE, path, str(multiple), "1024"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    chunks, peak_kb = map(int, result.stdout.split()[-2:])
+    assert chunks == multiple
+    peaks[multiple] = peak_kb
+  assert peaks[8] <= 1.5 * peaks[1], peaks
+
+
+def test_mean_chunk_scaling_and_per_layer_perceivers(setup):
+  _, loaded, spec, hypernet, params = setup
+  params = with_open_b(params)
+  summed = chunking.internalize(loaded, hypernet, params, DOC, chunk_len=16)
+  mean = chunking.internalize(loaded, hypernet, params, DOC, chunk_len=16, chunk_scaling="mean")
+  k = summed.rank // spec.rank - 1
+  r = spec.rank
+  for m in summed.weights:  # chunk factors of B scaled by 1 / K, the bias adapter untouched
+    np.testing.assert_allclose(mean.weights[m]["B"][..., :k * r], summed.weights[m]["B"][..., :k * r] / k, rtol=1e-6)
+    np.testing.assert_array_equal(mean.weights[m]["B"][..., k * r:], summed.weights[m]["B"][..., k * r:])
+  with pytest.raises(ValueError, match="chunk scaling must be one of"):
+    chunking.internalize(loaded, hypernet, params, DOC, chunk_len=16, chunk_scaling="max")
+  separate = D2LSpec(**{**spec.__dict__, "shared_perceiver": False})
+  feats = jnp.zeros((loaded.config.num_layers, 5, loaded.config.hidden_size))
+  per_layer = D2LHypernet(separate).init(jax.random.key(0), feats)["params"]["perceiver"]["latents"]
+  assert per_layer.shape == (loaded.config.num_layers,) + params["perceiver"]["latents"].shape

@@ -35,6 +35,8 @@ def test_meshes_match_one_device(tiny_model, tmp_path):
   assert np.abs(reference["params"]["head_q_proj/kernel"]).max() > 0  # updated (initialised at 0)
   for name in ("8x1x1", "2x4x1", "2x2x2"):
     assert_same(reference, results[name])
+    assert_same(results["d2l 1x1x1"], results[f"d2l {name}"])  # D2L steps too
+  assert np.abs(results["d2l 1x1x1"]["params"]["scaler_B_down_proj"]).max() > 0  # updated (init 0)
   # Parameters really are sharded: head [head_in=64, r (d_in + d_out)], q_proj [layers, 64, 64].
   out_width = reference["head_shape"][1]
   assert results["2x4x1"]["head_shard"] == [16, out_width]  # fsdp=4 splits head_in

@@ -1,0 +1,84 @@
+"""Memory of a document as context: KV cache (ICL) vs D2L adapter, 4K..128K tokens.
+
+  python benchmarks/d2l_memory.py [--measure-up-to 16384]
+
+For SmolLM2-135M and Gemma-2-2b shapes: the KV cache the base model keeps for the document (keys and
+values of every layer, bf16) and the D2L adapter (down_proj, r=8 per chunk, rank (K + 1) r, bf16)
+for chunk lengths 1024 (the reference's NIAH evaluation) and 8192 (its QA evaluation).
+"Measured" rows allocate the real arrays (our KVCache and a real internalised SmolLM2 adapter, cast
+to bf16) and count their bytes; beyond --measure-up-to (or for Gemma-2-2b, whose weights are not
+here) the bytes are computed from the shapes (the KV formula is checked against the measured arrays).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import jax
+import jax.numpy as jnp
+
+import hyperlora
+from hyperlora.models.config import ModelConfig
+from hyperlora.models.transformer import KVCache
+from d2l_jax import corpus
+from d2l_jax import model as d2l_model
+
+from d2l_speed import load_config
+from report import write
+
+GEMMA2_2B = ModelConfig(family="gemma2", vocab_size=256000, hidden_size=2304, intermediate_size=9216,
+                        num_layers=26, num_heads=8, num_kv_heads=4, head_dim=256, name="gemma-2-2b shapes")
+LENGTHS = (4096, 8192, 16384, 32768, 65536, 131072)
+BF16 = 2
+
+
+def kv_bytes(c: ModelConfig, tokens: int) -> int:
+  return 2 * c.num_layers * c.num_kv_heads * c.head_dim * tokens * BF16
+
+
+def adapter_bytes(c: ModelConfig, tokens: int, chunk: int, rank: int = 8) -> int:
+  d_in, d_out = c.projection_dims("down_proj")
+  return c.num_layers * (math.ceil(tokens / chunk) + 1) * rank * (d_in + d_out) * BF16
+
+
+def nbytes(tree) -> int:
+  return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--measure-up-to", type=int, default=16384)
+  parser.add_argument("--config", default="../configs/d2l/smollm2_synthetic.py")
+  args = parser.parse_args()
+  config = load_config(args.config)
+  base = hyperlora.load(config.base_model)
+  setup = d2l_model.build(config, base)
+  params = setup.init_params(0)
+  rows = []
+  for model_config in (base.config, GEMMA2_2B):
+    for tokens in LENGTHS:
+      measure = model_config is base.config and tokens <= args.measure_up_to
+      row = {"model": model_config.name or model_config.family, "doc tokens": tokens,
+             "how": "measured" if measure else "computed"}
+      if measure:
+        cache = KVCache.init(base.config, 1, tokens, jnp.bfloat16)
+        row["KV cache MB"] = nbytes((cache.k, cache.v)) / 1e6
+        assert nbytes((cache.k, cache.v)) == kv_bytes(base.config, tokens)
+      else:
+        row["KV cache MB"] = kv_bytes(model_config, tokens) / 1e6
+      for chunk in (1024, 8192):
+        if measure:
+          doc = corpus.niah_document(base.tokenizer, tokens - 64, 0.5, seed=0).text
+          lora = setup.internalize(params, doc, chunk)
+          size = nbytes(jax.tree.map(lambda x: x.astype(jnp.bfloat16), lora.weights))
+        else:
+          size = adapter_bytes(model_config, tokens, chunk)
+        row[f"adapter MB (chunk {chunk})"] = size / 1e6
+      row["KV / adapter (chunk 8192)"] = row["KV cache MB"] / row["adapter MB (chunk 8192)"]
+      rows.append(row)
+  write("d2l_memory", rows, {"dtype": "bfloat16", "rank_per_chunk": 8, "modules": ["down_proj"]})
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,98 @@
+"""`d2l` command line: train, internalize, ask, eval.
+
+  d2l train --config configs/d2l/smollm2_synthetic.py [--config.train.steps=100 ...]
+  d2l internalize --checkpoint WORKDIR doc.txt --out ADAPTER_DIR     (PEFT dir, rank (K + 1) r)
+  d2l ask --checkpoint WORKDIR doc.txt "What did she keep as a pet?" [--compare]
+  d2l eval --checkpoint WORKDIR [--out results.json]       (QA: base / ICL / CD / D2L; NIAH lengths)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def train_main(argv: list[str]) -> int:
+  from hyperlora import cli_config
+
+  config, _ = cli_config.parse("d2l train", argv, __doc__ + "\nflags:\n" + cli_config.CONFIG_HELP)
+  if config is None:
+    return 0 if any(a in ("-h", "--help") for a in argv) else 2
+  cli_config.start(config)
+  from d2l_jax import train as train_lib
+
+  return cli_config.run_training(train_lib.train, config, "d2l")
+
+
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog="d2l", description="Doc-to-LoRA in JAX: a document -> a LoRA "
+                                   "adapter, so the model answers about it without it in context.",
+                                   epilog=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = parser.add_subparsers(dest="command", required=True)
+  sub.add_parser("train", help="meta-train (see `d2l train --help`)")
+  checkpoint = dict(required=True, help="a `d2l train` workdir")
+  chunk = dict(type=int, help="chunk length in tokens (default: the checkpoint's eval.chunk_len)")
+  i = sub.add_parser("internalize", help="document -> PEFT adapter directory")
+  i.add_argument("document", help="a UTF-8 text file")
+  i.add_argument("--checkpoint", **checkpoint)
+  i.add_argument("--out", required=True, help="adapter directory to write (PEFT format)")
+  i.add_argument("--chunk-len", **chunk)
+  a = sub.add_parser("ask", help="answer questions about a document from its adapter alone")
+  a.add_argument("document", help="a UTF-8 text file")
+  a.add_argument("questions", nargs="+", help="one or more questions")
+  a.add_argument("--checkpoint", **checkpoint)
+  a.add_argument("--chunk-len", **chunk)
+  a.add_argument("--max-new-tokens", type=int, default=48)
+  a.add_argument("--compare", action="store_true",
+                 help="also answer with the document in context (ICL) and with the base model alone")
+  e = sub.add_parser("eval", help="QA table (base, ICL, CD, D2L) and NIAH accuracy by length")
+  e.add_argument("--checkpoint", **checkpoint)
+  e.add_argument("--out", help="also write the tables as JSON here")
+  e.add_argument("--methods", default="base,icl,cd,d2l", help="comma-separated subset of base,icl,cd,d2l")
+  e.add_argument("--no-niah", action="store_true", help="skip the needle-in-a-haystack table")
+  return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+  argv = sys.argv[1:] if argv is None else argv
+  from hyperlora.cli_config import setup_logging
+
+  setup_logging("d2l_jax")
+  if argv and argv[0] == "train":
+    return train_main(argv[1:])
+  args = _parser().parse_args(argv)
+  from hyperlora.cli_config import guarded
+
+  return guarded(lambda: run_command(args))
+
+
+def run_command(args) -> None:
+  if args.command == "eval":
+    from d2l_jax.evaluate import evaluate
+
+    evaluate(args.checkpoint, args.out, tuple(args.methods.split(",")), niah=not args.no_niah)
+    return
+  from d2l_jax.context import read_document
+  from d2l_jax.internalize import Internalizer
+
+  document = read_document(args.document)
+  internalizer = Internalizer(args.checkpoint)
+  if args.command == "internalize":
+    print(f"wrote {internalizer.export(document, args.out, args.chunk_len)}")
+    return
+  answers = {"D2L adapter": internalizer.ask(document, args.questions, args.chunk_len, args.max_new_tokens)}
+  if args.compare:
+    from d2l_jax.teacher import greedy_answers, in_context_prompt
+
+    base, n = internalizer.base, len(args.questions)
+    answers["document in context"] = greedy_answers(
+        base, [in_context_prompt(document, q) for q in args.questions], None, args.max_new_tokens, n)
+    answers["base model alone"] = greedy_answers(base, args.questions, None, args.max_new_tokens, n)
+  for i, question in enumerate(args.questions):
+    print(f"Q: {question}")
+    for method, replies in answers.items():
+      print(f"  {method}: {replies[i]}")
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,133 @@
+"""The distillation targets: the base model reading the document (the teacher) answers each question,
+and its top-k log-probs on the answer tokens are computed once and cached on disk.
+
+The student sees only the question (plus the adapter made from the document); teacher and student
+score the same answer tokens, so the teacher's top-k at answer token j is the target of the
+student's prediction of token j.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hyperlora import generate as gen
+from hyperlora.sft import Example, encode_example, pad_batch, prompt_ids
+
+log = logging.getLogger(__name__)
+
+RESPONSES = ("teacher", "gold")
+
+
+def in_context_prompt(document: str, question: str) -> str:
+  """The user turn of the teacher (and of the in-context baseline): the document, then the question."""
+  return f"{document}\n\n{question}"
+
+
+def _cache_key(base_source: str, pairs, dc) -> str:
+  h = hashlib.sha256(json.dumps([base_source, dc.responses, dc.top_k, dc.max_len, dc.max_teacher_len,
+                                 dc.max_answer]).encode())
+  for doc, qa in pairs:
+    h.update(doc.text.encode() + b"\0" + qa.question.encode() + b"\0" + "\t".join(qa.answers).encode())
+  return h.hexdigest()[:20]
+
+
+def _batches(n: int, size: int):
+  for start in range(0, n, size):
+    yield slice(start, min(n, start + size))
+
+
+def greedy_answers(base, prompts: list[str], width: int | None, max_new_tokens: int, batch: int,
+                   lora=None, desc: str = "answers") -> list[str]:
+  """Greedy answers to chat prompts, in batches of a fixed shape (one compile); width None fits the
+  longest prompt (rounded up to 32 tokens)."""
+  from tqdm.auto import tqdm
+
+  tok, model = base.tokenizer, base.module()
+  eos = gen.eos_ids_of(tok, base.config)
+  answers = []
+  for part in tqdm(list(_batches(len(prompts), batch)), desc=desc, leave=False):
+    rows = [prompt_ids(tok, Example(p, "")) for p in prompts[part]]
+    rows += [rows[-1]] * (batch - len(rows))  # a full batch keeps the shape
+    longest = max(map(len, rows))
+    if width is None:
+      width = -(-longest // 32) * 32
+    elif longest > width:
+      raise ValueError(f"a prompt of {longest} tokens exceeds the width {width}; raise "
+                       f"data.max_teacher_len or use shorter documents")
+    tokens, mask = gen.left_pad(rows, tok.pad_token_id or 0, width)
+    new = gen.generate(model, base.params, jnp.asarray(tokens), jnp.asarray(mask), max_new_tokens, lora,
+                       eos_ids=eos)
+    answers += gen.decode(tok, np.asarray(new), eos)[:part.stop - part.start]
+  return [a.strip() for a in answers]
+
+
+@functools.partial(jax.jit, static_argnames="k")
+def _top_k(logits, k: int):
+  return jax.lax.top_k(jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1), k)
+
+
+def prepare(base, pairs: list, dc, cache_dir: str | None) -> dict:
+  """pairs: (Document, QA) -> student batch rows + the teacher's top-k on the answer tokens.
+
+  Returns numpy arrays with a leading pair axis: the student's tokens, attention_mask,
+  target_index/ids/mask (the `hyperlora.sft.pad_batch` layout) plus teacher_ids and
+  teacher_logprobs [n, max_answer, top_k]; and `responses`, the answers trained on.
+  """
+  if dc.responses not in RESPONSES:
+    raise ValueError(f"data.responses must be one of {RESPONSES}, not {dc.responses!r}")
+  path = None
+  if cache_dir:
+    path = os.path.join(cache_dir, f"teacher-{_cache_key(base.source, pairs, dc)}.npz")
+    if os.path.isfile(path):
+      with np.load(path) as cached:
+        return dict(cached)
+  tok = base.tokenizer
+  teacher_prompts = [in_context_prompt(doc.text, qa.question) for doc, qa in pairs]
+  if dc.responses == "gold":
+    responses = [qa.answers[0] for _, qa in pairs]
+  else:
+    responses = greedy_answers(base, teacher_prompts, dc.max_teacher_len, dc.max_answer - 4,
+                               dc.teacher_batch, desc="teacher answers")
+  longest = max(len(prompt_ids(tok, Example(p, ""))) for p in teacher_prompts) + dc.max_answer
+  if longest > dc.max_teacher_len:
+    raise ValueError(f"a document with its question needs {longest} tokens, more than "
+                     f"data.max_teacher_len={dc.max_teacher_len}; raise it or use shorter documents")
+  student = [encode_example(tok, Example(qa.question, r), dc.max_len) for (_, qa), r in zip(pairs, responses)]
+  teacher = [encode_example(tok, Example(p, r), dc.max_teacher_len) for p, r in zip(teacher_prompts, responses)]
+  pad = tok.pad_token_id or 0
+  out = pad_batch(student, dc.max_len, pad, dc.max_answer)
+  teacher_batch = pad_batch(teacher, dc.max_teacher_len, pad, dc.max_answer)
+  if not np.array_equal(teacher_batch["target_ids"], out["target_ids"]):
+    raise ValueError("teacher and student tokenise the answers differently; the chat template must "
+                     "end the user turn before the answer")
+  model = base.module()
+  logits_fn = jax.jit(lambda p, b: model.apply({"params": p}, b["tokens"], b["attention_mask"],
+                                               logits_at=b["target_index"]).logits)
+  ids, logprobs = [], []
+  from tqdm.auto import tqdm
+
+  size = dc.teacher_batch
+  for part in tqdm(list(_batches(len(pairs), size)), desc="teacher top-k", leave=False):
+    rows = {k: np.resize(v[part], (size,) + v.shape[1:]) for k, v in teacher_batch.items()}
+    top_logprobs, top_ids = _top_k(logits_fn(base.params, rows), dc.top_k)
+    n = part.stop - part.start
+    ids.append(np.asarray(top_ids)[:n])
+    logprobs.append(np.asarray(top_logprobs)[:n])
+  out["teacher_ids"] = np.concatenate(ids).astype(np.int32)
+  out["teacher_logprobs"] = np.concatenate(logprobs).astype(np.float32)
+  out["responses"] = np.asarray(responses)
+  if path:
+    os.makedirs(cache_dir, exist_ok=True)
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, **out)
+    os.replace(tmp, path)  # atomic: a killed run never leaves a half-written cache
+  log.info("teacher targets for %d questions%s", len(pairs), f" cached in {path}" if path else "")
+  return out

@@ -1,0 +1,110 @@
+"""D2L meta-training (distillation or CE) and the context-distillation baseline, from one config."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hyperlora import ckpt, sharding
+from hyperlora import lora as lora_lib
+from hyperlora import train as train_lib
+from hyperlora.metrics import MetricWriter
+from d2l_jax import corpus, squad, teacher
+from d2l_jax import model as d2l_model
+from d2l_jax.data import DocBatches
+
+log = logging.getLogger(__name__)
+LOSSES = ("distill", "ce")
+
+
+def training_documents(setup, config, cache_dir: str) -> list:
+  dc = config.data
+  if dc.corpus == "synthetic":
+    documents = corpus.synthetic_corpus(dc.train_documents, seed=config.train.seed)
+  elif dc.corpus == "squad":
+    documents = squad.load(dc.squad_file, cache_dir)[:dc.train_documents or None]
+  else:
+    raise ValueError(f"unknown corpus {dc.corpus!r}; choose 'synthetic' or 'squad' (data.squad_file)")
+  if dc.niah_documents:
+    documents += corpus.niah_corpus(setup.base.tokenizer, dc.niah_documents, dc.niah_max_len,
+                                    seed=config.train.seed + 7 * 10**6)
+  return documents
+
+
+def question_pairs(documents, which: str = "study") -> tuple[list, np.ndarray]:
+  """(document, QA) for every question of every document, and each pair's document index."""
+  pairs = [(doc, qa) for doc in documents for qa in getattr(doc, which)]
+  doc_index = np.asarray([i for i, doc in enumerate(documents) for _ in getattr(doc, which)])
+  return pairs, doc_index
+
+
+def saved_config(config, setup) -> dict:
+  out = ckpt.config_json(config)
+  out["spec"] = dataclasses.asdict(setup.spec)
+  return out
+
+
+def train(config) -> str:
+  """Meta-trains D2L into config.workdir; returns the workdir."""
+  tc, dc = config.train, config.data
+  if tc.loss not in LOSSES:
+    raise ValueError(f"train.loss must be one of {LOSSES}, not {tc.loss!r}")
+  setup = d2l_model.build(config)
+  paths = d2l_model.workdir_paths(config.workdir)
+  documents = training_documents(setup, config, paths["cache"])
+  pairs, pair_doc = question_pairs(documents)
+  log.info("D2L hypernetwork: %s parameters; base %s; %d documents, %d questions",
+           f"{sum(x.size for x in jax.tree.leaves(jax.eval_shape(lambda: setup.init_params(0)))):,}",
+           setup.base.config.name, len(documents), len(pairs))
+  targets = teacher.prepare(setup.base, pairs, dc, paths["cache"])
+  batches = DocBatches(documents, targets, pair_doc, setup.base.tokenizer,
+                       docs_per_batch=dc.docs_per_batch, queries_per_doc=dc.queries_per_doc,
+                       max_doc_len=dc.max_doc_len, chunk_counts=tc.chunk_counts, chunk_probs=tc.chunk_probs,
+                       min_chunk_len=tc.min_chunk_len, seed=tc.seed, process_index=jax.process_index(),
+                       process_count=jax.process_count())
+  mesh = sharding.make_mesh(dict(config.mesh))
+  base_params = sharding.shard_base_params(setup.base.params, setup.base.module(), mesh)
+  dtype = jnp.dtype(config.dtype)
+  optimizer = train_lib.make_optimizer(tc.lr, tc.steps, tc.warmup_frac, tc.weight_decay, tc.clip_norm,
+                                       tc.schedule, tc.grad_accum)
+  loss_fn = train_lib.lm_loss_fn(setup.base.module(dtype, remat=tc.remat),
+                                 d2l_model.hypernet_adapter_fn(setup, dtype),
+                                 d2l_model.l1_penalty(tc.l1_coef), distill=tc.loss == "distill")
+  writer = MetricWriter(paths["logs"])
+  train_lib.run(loss_fn=loss_fn, optimizer=optimizer, init_params=lambda: setup.init_params(tc.seed),
+                batches=batches, steps=tc.steps, directory=paths["checkpoints"],
+                config_json=saved_config(config, setup), resume_keys=d2l_model.RESUME_KEYS, seed=tc.seed,
+                mesh=mesh, base_params=base_params, writer=writer, desc="d2l", log_every=tc.log_every,
+                ckpt_every=tc.ckpt_every, keep=tc.keep_checkpoints)
+  writer.close()
+  return config.workdir
+
+
+class ContextDistillation:
+  """The per-document baseline: a LoRA (r, down_proj) trained by gradient descent to make the base
+  model without the document answer like the teacher with it, on the document's study questions."""
+
+  def __init__(self, base, config):
+    ec = config.eval
+    self.base, self.steps, self.rank = base, ec.cd_steps, ec.cd_rank
+    self.scale = lora_lib.standard_scale(ec.cd_alpha, ec.cd_rank)
+    self.modules = tuple(config.hypernet.modules)
+    self.optimizer = train_lib.make_optimizer(ec.cd_lr, ec.cd_steps, warmup_frac=0.0, schedule="linear")
+    loss_fn = train_lib.lm_loss_fn(base.module(), train_lib.direct_adapter_fn(self.scale),
+                                   distill=config.train.loss == "distill")
+    self._step = jax.jit(train_lib.make_train_step(loss_fn, self.optimizer), donate_argnums=0)
+
+  def __call__(self, targets: dict, seed: int = 0) -> lora_lib.LoRA:
+    batch = {k: jnp.asarray(v) for k, v in targets.items() if k != "responses"}
+    params = lora_lib.init(jax.random.key(seed), self.base.config, self.modules, self.rank, self.scale).weights
+    state = train_lib.init_state(params, self.optimizer, seed)
+    from tqdm.auto import tqdm
+
+    for _ in tqdm(range(self.steps), desc="context distillation", leave=False):
+      state, metrics = self._step(state, self.base.params, batch)
+    train_lib.check_finite(jax.device_get(metrics), self.steps)
+    return lora_lib.LoRA(state.params, self.scale)

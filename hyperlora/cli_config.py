@@ -1,0 +1,78 @@
+"""What the `t2l` and `d2l` command lines share: logging and an ml_collections config file with
+--config.key=value overrides (absl flags, as big_vision and the Flax examples do)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+CONFIG_HELP = ("  --config=FILE          an experiment file (get_config())\n"
+               "  --config.KEY=VALUE     override any config field, e.g. --config.train.steps=50\n")
+
+
+def setup_logging(*packages: str) -> None:
+  handler = logging.StreamHandler(sys.stderr)
+  handler.setFormatter(logging.Formatter("%(message)s"))
+  for name in ("hyperlora", *packages):
+    logging.getLogger(name).addHandler(handler)
+    logging.getLogger(name).setLevel(logging.INFO)
+    logging.getLogger(name).propagate = False  # absl also installs a root handler
+
+
+def parse(prog: str, argv: list[str], usage: str, define_extra=None):
+  """(config, flag values) from `argv`, or (None, None) after printing help or an error.
+
+  define_extra(flags, flag_values) may define more flags.
+  """
+  from absl import flags
+  from ml_collections import config_flags
+
+  flag_values = flags.FlagValues()
+  args = [prog] + argv
+  # sys_argv: ml_collections reads it to know which --config.* overrides to define.
+  config_flags.DEFINE_config_file("config", None, "experiment config file", flag_values=flag_values,
+                                  lock_config=True, sys_argv=args)
+  if define_extra is not None:
+    define_extra(flags, flag_values)
+  if any(a in ("-h", "--help") for a in argv):
+    print(usage)
+    return None, None
+  flag_values(args)
+  if flag_values.config is None:
+    print(f"error: --config is required (a configs/*/*.py file)", file=sys.stderr)
+    return None, None
+  return flag_values.config, flag_values
+
+
+def start(config) -> None:
+  """Joins the other processes of a multi-host job (no-op alone) and prints the config once."""
+  from hyperlora import distributed
+
+  distributed.initialize()
+  import jax
+
+  if jax.process_index() == 0:
+    print(config)
+
+
+def guarded(command) -> int:
+  """Runs command() and returns its exit status: bad input (a missing file, a wrong value) prints
+  one line and gives 2; a preempted training run gives 143 once its checkpoint is written."""
+  from hyperlora.train import Preempted
+
+  try:
+    return command() or 0
+  except Preempted as stop:
+    print(stop, file=sys.stderr)
+    return stop.code
+  except (FileNotFoundError, ValueError) as err:
+    print(f"error: {err}", file=sys.stderr)
+    return 2
+
+
+def run_training(train_fn, config, prog: str) -> int:
+  def command():
+    workdir = train_fn(config)
+    print(f"checkpoints in {workdir}; next: {prog} eval --checkpoint {workdir}")
+
+  return guarded(command)

@@ -1,0 +1,170 @@
+"""D2L training and its harness on a tiny model: distillation lowers the loss, the generated adapter
+beats the base model on held-out documents, the training path equals chunked internalisation, the
+CLIs work end to end, and chunked encoding keeps memory bounded."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import peft
+import pytest
+import torch
+import transformers
+
+from d2l_jax import chunking, corpus, teacher
+from d2l_jax import model as d2l_model
+from d2l_jax.data import DocBatches
+from d2l_jax.internalize import Internalizer
+from d2l_jax.train import question_pairs
+from hyperlora import train as train_lib
+
+CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs", "d2l")
+
+
+def tiny_config(model_dir: str, workdir: str):
+  """configs/d2l/tiny.py pointed at a tiny model, as `d2l train --config` would load it."""
+  spec = importlib.util.spec_from_file_location("tiny", os.path.join(CONFIGS, "tiny.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  config.base_model, config.workdir = model_dir, workdir
+  return config
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model, tmp_path_factory):
+  from d2l_jax.train import train
+
+  path, _ = tiny_model("llama")
+  config = tiny_config(path, str(tmp_path_factory.mktemp("d2l")))
+  config.train.steps = 60
+  train(config)
+  return path, config
+
+
+def batch_losses(setup, config, params, steps=range(4)) -> float:
+  """Mean distillation loss of the given params on the training batches of `steps`."""
+  from d2l_jax.train import training_documents
+
+  documents = training_documents(setup, config, os.path.join(config.workdir, "cache"))
+  pairs, pair_doc = question_pairs(documents)
+  targets = teacher.prepare(setup.base, pairs, config.data, os.path.join(config.workdir, "cache"))
+  dc, tc = config.data, config.train
+  batches = DocBatches(documents, targets, pair_doc, setup.base.tokenizer, docs_per_batch=dc.docs_per_batch,
+                       queries_per_doc=dc.queries_per_doc, max_doc_len=dc.max_doc_len,
+                       chunk_counts=tc.chunk_counts, chunk_probs=tc.chunk_probs,
+                       min_chunk_len=tc.min_chunk_len, seed=tc.seed)
+  loss_fn = jax.jit(train_lib.lm_loss_fn(setup.base.module(), d2l_model.hypernet_adapter_fn(setup), distill=True))
+  return float(np.mean([loss_fn(params, setup.base.params, batches(s), None, True)[0] for s in steps]))
+
+
+def held_out_losses(internalizer, config, n_docs: int = 6) -> dict:
+  """Distillation loss to the teacher on held-out documents' test questions, with each document's
+  D2L adapter and without any (the base model without the document)."""
+  base = internalizer.base
+  docs = corpus.synthetic_corpus(n_docs, seed=config.eval.seed)
+  pairs, pair_doc = question_pairs(docs, "test")
+  targets = teacher.prepare(base, pairs, config.data, None)
+  loss_fn = jax.jit(train_lib.lm_loss_fn(base.module(), lambda p, bp, batch, rng, det: p, distill=True))
+  out = {"adapter": [], "none": []}
+  for i, doc in enumerate(docs):
+    batch = {k: jnp.asarray(v[pair_doc == i]) for k, v in targets.items() if k != "responses"}
+    out["adapter"].append(float(loss_fn(internalizer(doc.text), base.params, batch, None, True)[0]))
+    out["none"].append(float(loss_fn(None, base.params, batch, None, True)[0]))
+  return {k: float(np.mean(v)) for k, v in out.items()}
+
+
+def test_distillation_lowers_loss_and_adapter_beats_base(trained):
+  """A random tiny teacher gives little to learn, so the margins are small but must be real;
+  the SmolLM2 main job (README) shows the effect at scale."""
+  path, config = trained
+  internalizer = Internalizer(config.workdir)
+  setup = internalizer.setup
+  before = batch_losses(setup, config, setup.init_params(config.train.seed))
+  after = batch_losses(setup, config, internalizer.params)
+  assert after < before - 0.05, (before, after)
+  result = held_out_losses(internalizer, config)
+  assert result["adapter"] < result["none"] - 0.03, result
+
+
+def test_training_adapters_equal_chunked_internalization(trained):
+  """The batched training path (K chunks per document, padded) makes the same adapter as
+  `internalize` encoding the chunks one by one."""
+  path, config = trained
+  internalizer = Internalizer(config.workdir)
+  setup, tok = internalizer.setup, internalizer.base.tokenizer
+  doc = corpus.synthetic_document(5)
+  n = len(tok(doc.text, add_special_tokens=False)["input_ids"])
+  tokens, mask = chunking.chunk_tokens(tok, doc.text, 0, num_chunks=3, width=n)
+  batch = {"chunk_tokens": jnp.asarray(tokens)[None], "chunk_mask": jnp.asarray(mask)[None],
+           "tokens": jnp.zeros((2, 4), jnp.int32)}  # two question rows share the document's adapter
+  trained_path = d2l_model.hypernet_adapter_fn(setup)(internalizer.params, setup.base.params, batch, None, True)
+  one_by_one = internalizer(doc.text, chunk_len=-(-n // 3))
+  assert trained_path.rank == one_by_one.rank == 4 * setup.spec.rank
+  for m, w in one_by_one.weights.items():
+    for which in ("A", "B"):
+      np.testing.assert_allclose(trained_path.weights[m][which][1], w[which], atol=2e-5, rtol=1e-4)
+
+
+def run_cli(*args, timeout=600):
+  return subprocess.run([sys.executable, "-m", "d2l_jax.cli", *map(str, args)], capture_output=True,
+                        text=True, timeout=timeout)
+
+
+def test_cli_internalize_ask_eval(trained, tmp_path, rng):
+  path, config = trained
+  doc = tmp_path / "doc.txt"
+  doc.write_text(corpus.synthetic_document(11).text)
+  out = tmp_path / "adapter"
+  result = run_cli("internalize", "--checkpoint", config.workdir, doc, "--out", out, "--chunk-len", 40)
+  assert result.returncode == 0, result.stderr[-2000:]
+  internalizer = Internalizer(config.workdir)
+  lora = internalizer(doc.read_text(), chunk_len=40)
+  assert json.loads((out / "adapter_config.json").read_text())["r"] == lora.rank > 2 * internalizer.setup.spec.rank
+  ids = rng.integers(0, internalizer.base.config.vocab_size, (2, 12))
+  ours = internalizer.base.module().apply({"params": internalizer.base.params}, jnp.asarray(ids), lora=lora).logits
+  model = peft.PeftModel.from_pretrained(transformers.AutoModelForCausalLM.from_pretrained(path), str(out)).eval()
+  with torch.no_grad():
+    theirs = model(torch.tensor(ids)).logits.numpy()
+  np.testing.assert_allclose(np.asarray(ours), theirs, atol=1e-4, rtol=0)
+
+  result = run_cli("ask", "--checkpoint", config.workdir, doc, "Who was her sister?", "--compare",
+                   "--max-new-tokens", 4)
+  assert result.returncode == 0, result.stderr[-2000:]
+  for method in ("D2L adapter", "document in context", "base model alone"):
+    assert method in result.stdout
+
+  binary = tmp_path / "doc.bin"
+  binary.write_bytes(b"\x00\x01binary")
+  result = run_cli("internalize", "--checkpoint", config.workdir, binary, "--out", tmp_path / "x")
+  assert result.returncode == 2 and "looks binary" in result.stderr
+  empty = tmp_path / "empty.txt"
+  empty.write_text("   \n")
+  result = run_cli("ask", "--checkpoint", config.workdir, empty, "Anything?")
+  assert result.returncode == 2 and "the document is empty" in result.stderr
+  result = run_cli("ask", "--checkpoint", str(tmp_path / "nowhere"), doc, "Anything?")
+  assert result.returncode == 2 and "no checkpoint directory" in result.stderr
+
+
+def test_eval_table_has_every_method(trained, tmp_path):
+  from d2l_jax.evaluate import evaluate
+
+  path, config = trained
+  result = evaluate(config.workdir, str(tmp_path / "eval.json"))
+  methods = [row["method"] for row in result["qa"]]
+  assert methods == ["base model, no document", "document in context (ICL)", "context distillation LoRA",
+                     "D2L adapter"]
+  by_method = {row["method"]: row for row in result["qa"]}
+  for row in result["qa"]:
+    assert 0.0 <= row["F1"] <= 1.0 and row["answer s/doc"] > 0 and row["peak program MB"] > 0
+  # Context state: ICL keeps the document's KV cache, D2L an adapter of rank (K + 1) r, base nothing.
+  assert by_method["base model, no document"]["context state MB"] == 0.0
+  assert by_method["D2L adapter"]["context state MB"] > 0 and by_method["document in context (ICL)"]["context state MB"] > 0
+  assert by_method["context distillation LoRA"]["documents"] == config.eval.cd_documents
+  assert [list(r)[1:] for r in result["niah"]] == [["1x (96 tok)", "2x (192 tok)"]] * 3
+  assert json.loads((tmp_path / "eval.json").read_text())["qa"] == result["qa"]
