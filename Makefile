@@ -13,7 +13,7 @@ install:
 	$(PIP) install --no-deps --no-build-isolation -e .
 
 test:
-	$(VENV)/bin/python -m pytest -q tests
+	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile tests
 
 bench:
 	cd benchmarks && ../$(VENV)/bin/python forward_throughput.py

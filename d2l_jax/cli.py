@@ -50,6 +50,10 @@ def _parser() -> argparse.ArgumentParser:
   e.add_argument("--out", help="also write the tables as JSON here")
   e.add_argument("--methods", default="base,icl,cd,d2l", help="comma-separated subset of base,icl,cd,d2l")
   e.add_argument("--no-niah", action="store_true", help="skip the needle-in-a-haystack table")
+  e.add_argument("--documents", type=int, help="held-out documents to ask about (default: the config's)")
+  e.add_argument("--max-new-tokens", type=int, help="answer length limit (default: the config's)")
+  e.add_argument("--cd-documents", type=int,
+                 help="documents to run context distillation on (minutes each on CPU; default: the config's)")
   return parser
 
 
@@ -70,7 +74,9 @@ def run_command(args) -> None:
   if args.command == "eval":
     from d2l_jax.evaluate import evaluate
 
-    evaluate(args.checkpoint, args.out, tuple(args.methods.split(",")), niah=not args.no_niah)
+    overrides = {k: v for k, v in (("documents", args.documents), ("cd_documents", args.cd_documents),
+                                   ("max_new_tokens", args.max_new_tokens)) if v is not None}
+    evaluate(args.checkpoint, args.out, tuple(args.methods.split(",")), niah=not args.no_niah, overrides=overrides)
     return
   from d2l_jax.context import read_document
   from d2l_jax.internalize import Internalizer

@@ -38,6 +38,6 @@ def base_config() -> ml_collections.ConfigDict:
   # reference settings: r=8 on down_proj, AdamW 1e-4, 300 steps) runs on the first cd_documents.
   c.eval = ml_collections.ConfigDict(dict(
       documents=24, chunk_len=8192, chunk_scaling="none", niah_multiples=(1, 2, 4, 8), niah_depths=10, niah_chunk_len=256,
-      max_new_tokens=12, batch=8, cd_documents=4, cd_steps=300, cd_lr=1e-4, cd_rank=8, cd_alpha=16.0,
+      max_new_tokens=32, batch=8, cd_documents=4, cd_steps=300, cd_lr=1e-4, cd_rank=8, cd_alpha=16.0,
       seed=10**6))
   return c

@@ -151,11 +151,14 @@ def niah_table(harness: Harness, methods) -> list[dict]:
   return rows
 
 
-def evaluate(workdir: str, out_json: str | None = None, methods=METHODS, niah: bool = True) -> dict:
+def evaluate(workdir: str, out_json: str | None = None, methods=METHODS, niah: bool = True,
+             overrides: dict | None = None) -> dict:
+  """Both tables for a `d2l train` workdir; `overrides` replace fields of its config.eval."""
   unknown = sorted(set(methods) - set(METHODS))
   if unknown:
     raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
   harness = Harness(Internalizer(workdir))
+  harness.config.eval.update(overrides or {})
   documents = eval_documents(harness.config, harness.cache_dir)
   result = {"workdir": workdir, "qa": qa_table(harness, documents, methods)}
   print(f"held-out documents ({len(documents)}), test phrasings of their questions:")
