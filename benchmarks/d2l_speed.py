@@ -3,8 +3,8 @@
   python benchmarks/d2l_speed.py [--config ../configs/d2l/smollm2_synthetic.py] [--cd-steps 20]
 
 Internalise: SmolLM2-135M features + the hypernetwork of the given config (random weights: the
-latency does not depend on training), documents of 1K/2K/4K tokens, chunk length from the config
-(eval.chunk_len), after one warm-up call. Context distillation (CD): the reference's per-document
+latency does not depend on training), documents of 1K/2K/4K tokens, chunks of the config's
+eval.chunk_len and of --chunk-len, after one warm-up call. Context distillation (CD): the reference's per-document
 LoRA (r=8, down_proj, AdamW) on the document's 7 questions; its step is timed over --cd-steps and
 the reference's 300 steps are that time x 300 / cd_steps (marked "extrapolated").
 """
@@ -38,6 +38,7 @@ def main():
   parser.add_argument("--config", default="../configs/d2l/smollm2_synthetic.py")
   parser.add_argument("--cd-steps", type=int, default=20)
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--chunk-len", type=int, default=1024, help="a second chunk length to time")
   args = parser.parse_args()
 
   config = load_config(args.config)
@@ -46,13 +47,14 @@ def main():
   params = setup.init_params(0)
   tok = base.tokenizer
   rows = []
-  for n_tokens in (1024, 2048, 4096):
-    doc = corpus.niah_document(tok, n_tokens, 0.5, seed=0).text
-    seconds = median_seconds(lambda: jax.block_until_ready(setup.internalize(params, doc, config.eval.chunk_len)),
-                             args.repeats)
-    rows.append({"method": "D2L internalize", "doc tokens": n_tokens, "seconds": seconds,
-                 "s per 1K tokens": seconds / n_tokens * 1024,
-                 "chunks": -(-len(tok(doc, add_special_tokens=False)["input_ids"]) // config.eval.chunk_len)})
+  for chunk_len in dict.fromkeys((config.eval.chunk_len, args.chunk_len)):
+    for n_tokens in (1024, 2048, 4096):
+      doc = corpus.niah_document(tok, n_tokens, 0.5, seed=0).text
+      seconds = median_seconds(lambda: jax.block_until_ready(setup.internalize(params, doc, chunk_len)),
+                               args.repeats)
+      rows.append({"method": f"D2L internalize, chunk {chunk_len}", "doc tokens": n_tokens, "seconds": seconds,
+                   "s per 1K tokens": seconds / n_tokens * 1024,
+                   "chunks": -(-len(tok(doc, add_special_tokens=False)["input_ids"]) // chunk_len)})
 
   doc = corpus.synthetic_document(0)
   pairs, _ = question_pairs([doc], "study")
@@ -66,7 +68,7 @@ def main():
   n_tokens = len(tok(doc.text, add_special_tokens=False)["input_ids"])
   internalize = median_seconds(lambda: jax.block_until_ready(setup.internalize(params, doc.text, config.eval.chunk_len)),
                                args.repeats)
-  rows.append({"method": "D2L internalize", "doc tokens": n_tokens, "seconds": internalize,
+  rows.append({"method": "D2L internalize (the CD document)", "doc tokens": n_tokens, "seconds": internalize,
                "s per 1K tokens": internalize / n_tokens * 1024, "chunks": 1})
   rows.append({"method": "context distillation, 300 steps (extrapolated)", "doc tokens": n_tokens,
                "seconds": 300 * per_step, "s per 1K tokens": 300 * per_step / n_tokens * 1024,

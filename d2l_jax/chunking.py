@@ -9,6 +9,7 @@ one after another: peak memory follows the chunk length, not the document's.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -54,6 +55,11 @@ def combine(chunks: lora_lib.LoRA, bias: lora_lib.LoRA, chunk_scales=None) -> lo
 CHUNK_SCALINGS = ("none", "mean")
 
 
+@functools.partial(jax.jit, static_argnames="hypernet")
+def _encode(hypernet, params, features, mask):
+  return hypernet.apply({"params": params}, features, mask)
+
+
 def internalize(loaded, hypernet, params, document: str, chunk_len: int,
                 which: str = "all_but_last", chunk_scaling: str = "none") -> lora_lib.LoRA:
   """A document -> one adapter (rank (K + 1) r), encoding its chunks one at a time.
@@ -64,11 +70,10 @@ def internalize(loaded, hypernet, params, document: str, chunk_len: int,
     raise ValueError(f"chunk scaling must be one of {CHUNK_SCALINGS}, not {chunk_scaling!r}")
   tokens, mask = chunk_tokens(loaded.tokenizer, document, chunk_len)
   model = loaded.module()
-  apply = jax.jit(lambda p, f, m: hypernet.apply({"params": p}, f, m))
   adapters, bias = [], None
   for row_tokens, row_mask in zip(tokens, mask):
     feats = context.features(model, loaded.params, jnp.asarray(row_tokens)[None], jnp.asarray(row_mask)[None], which)
-    chunk_lora, bias = apply(params, feats[0], jnp.asarray(row_mask))
+    chunk_lora, bias = _encode(hypernet, params, feats[0], jnp.asarray(row_mask))
     adapters.append(chunk_lora)
   k = len(adapters)
   return combine(lora_lib.stack(adapters), bias, jnp.full(k, 1.0 / k) if chunk_scaling == "mean" else None)
