@@ -20,3 +20,5 @@ bench:
 	cd benchmarks && ../$(VENV)/bin/python load_time.py
 	cd benchmarks && ../$(VENV)/bin/python t2l_speed.py
 	cd benchmarks && ../$(VENV)/bin/python scaling.py
+	cd benchmarks && ../$(VENV)/bin/python d2l_speed.py
+	cd benchmarks && ../$(VENV)/bin/python d2l_memory.py
