@@ -85,8 +85,7 @@ def chunk_tokens(tokenizer, document: str, chunk_len: int, num_chunks: int | Non
 
   K = ceil(len / chunk_len), or num_chunks when given (training draws it).
   """
-  context.document_tokens(tokenizer, document)  # Validates: empty, special-only documents raise.
-  content = tokenizer(document, add_special_tokens=False)["input_ids"]
+  content = context.content_tokens(tokenizer, document)  # Empty, special-only documents raise.
   rows = [context.document_tokens(tokenizer, tokenizer.decode(chunk))
           for chunk in split(content, chunk_len, num_chunks)]
   if width is not None and max(map(len, rows)) > width:

@@ -18,8 +18,8 @@ import numpy as np
 FEATURE_LAYERS = ("all_but_last", "quarter")
 
 
-def document_tokens(tokenizer, document: str) -> list[int]:
-  """Token ids of the document as a user turn; clear errors for unusable documents."""
+def content_tokens(tokenizer, document: str) -> list[int]:
+  """Token ids of the document's text alone; clear errors for unusable documents."""
   if not isinstance(document, str):
     raise TypeError("the document must be text")
   if not document.strip():
@@ -28,6 +28,12 @@ def document_tokens(tokenizer, document: str) -> list[int]:
   special = set(tokenizer.all_special_ids)
   if all(t in special for t in content_ids):
     raise ValueError("the document holds only special tokens; give it some text")
+  return content_ids
+
+
+def document_tokens(tokenizer, document: str) -> list[int]:
+  """Token ids of the document as a user turn (validated as by `content_tokens`)."""
+  content_tokens(tokenizer, document)
   text = tokenizer.apply_chat_template([{"role": "user", "content": document}], tokenize=False)
   return tokenizer(text, add_special_tokens=False)["input_ids"]
 

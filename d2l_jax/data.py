@@ -40,7 +40,7 @@ class DocBatches:
     for doc, pairs in zip(documents, self.pairs_of_doc):
       if not len(pairs):
         raise ValueError(f"document {doc.doc_id!r} has no questions")
-      n = len(tokenizer(doc.text, add_special_tokens=False)["input_ids"])
+      n = len(context.content_tokens(tokenizer, doc.text))
       if n > max_doc_len:
         raise ValueError(f"document {doc.doc_id!r} has {n} tokens, more than data.max_doc_len={max_doc_len}")
       self.doc_len.append(n)
