@@ -12,7 +12,6 @@ the reference's 300 steps are that time x 300 / cd_steps (marked "extrapolated")
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import time
 
 import jax
@@ -22,15 +21,9 @@ import hyperlora
 from d2l_jax import corpus, teacher
 from d2l_jax import model as d2l_model
 from d2l_jax.train import ContextDistillation, question_pairs
+from hyperlora.cli_config import load_config_file
 
 from report import median_seconds, write
-
-
-def load_config(path: str):
-  spec = importlib.util.spec_from_file_location("experiment", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def main():
@@ -41,7 +34,7 @@ def main():
   parser.add_argument("--chunk-len", type=int, default=1024, help="a second chunk length to time")
   args = parser.parse_args()
 
-  config = load_config(args.config)
+  config = load_config_file(args.config)
   base = hyperlora.load(config.base_model)
   setup = d2l_model.build(config, base)
   params = setup.init_params(0)

@@ -10,6 +10,20 @@ CONFIG_HELP = ("  --config=FILE          an experiment file (get_config())\n"
                "  --config.KEY=VALUE     override any config field, e.g. --config.train.steps=50\n")
 
 
+def load_config_file(path: str):
+  """get_config() of an experiment file, as `--config=path` would load it (for notebooks, tests and
+  benchmarks that build a config without a command line)."""
+  import importlib.util
+  import os
+
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"no config file {path!r}")
+  spec = importlib.util.spec_from_file_location("experiment_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
 def setup_logging(*packages: str) -> None:
   handler = logging.StreamHandler(sys.stderr)
   handler.setFormatter(logging.Formatter("%(message)s"))
@@ -39,7 +53,7 @@ def parse(prog: str, argv: list[str], usage: str, define_extra=None):
     return None, None
   flag_values(args)
   if flag_values.config is None:
-    print(f"error: --config is required (a configs/*/*.py file)", file=sys.stderr)
+    print("error: --config is required (a configs/*/*.py file)", file=sys.stderr)
     return None, None
   return flag_values.config, flag_values
 

@@ -2,7 +2,6 @@
 beats the base model on held-out documents, the training path equals chunked internalisation, the
 CLIs and the evaluation harness work end to end."""
 
-import importlib.util
 import json
 import os
 
@@ -20,16 +19,14 @@ from d2l_jax.data import DocBatches
 from d2l_jax.internalize import Internalizer
 from d2l_jax.train import question_pairs
 from hyperlora import train as train_lib
+from hyperlora.cli_config import load_config_file
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs", "d2l")
 
 
 def tiny_config(model_dir: str, workdir: str):
   """configs/d2l/tiny.py pointed at a tiny model, as `d2l train --config` would load it."""
-  spec = importlib.util.spec_from_file_location("tiny", os.path.join(CONFIGS, "tiny.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = load_config_file(os.path.join(CONFIGS, "tiny.py"))
   config.base_model, config.workdir = model_dir, workdir
   return config
 

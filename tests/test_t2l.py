@@ -104,12 +104,9 @@ def test_base_model_encoder(tiny_llama):
 
 def tiny_config(model_dir: str, workdir: str, max_train_tasks: int):
   """configs/t2l/tiny.py pointed at a tiny model, as `t2l train --config` would load it."""
-  import importlib.util
+  from hyperlora.cli_config import load_config_file
 
-  spec = importlib.util.spec_from_file_location("tiny", os.path.join(CONFIGS, "tiny.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = load_config_file(os.path.join(CONFIGS, "tiny.py"))
   config.base_model, config.workdir = model_dir, workdir
   config.data.max_train_tasks = max_train_tasks
   return config
