@@ -23,8 +23,9 @@ from hyperlora.models.config import ModelConfig
 from hyperlora.models.transformer import KVCache
 from d2l_jax import corpus
 from d2l_jax import model as d2l_model
+from d2l_jax.evaluate import array_mb, kv_cache_mb
+from hyperlora.cli_config import load_config_file
 
-from d2l_speed import load_config
 from report import write
 
 GEMMA2_2B = ModelConfig(family="gemma2", vocab_size=256000, hidden_size=2304, intermediate_size=9216,
@@ -33,17 +34,9 @@ LENGTHS = (4096, 8192, 16384, 32768, 65536, 131072)
 BF16 = 2
 
 
-def kv_bytes(c: ModelConfig, tokens: int) -> int:
-  return 2 * c.num_layers * c.num_kv_heads * c.head_dim * tokens * BF16
-
-
 def adapter_bytes(c: ModelConfig, tokens: int, chunk: int, rank: int = 8) -> int:
   d_in, d_out = c.projection_dims("down_proj")
   return c.num_layers * (math.ceil(tokens / chunk) + 1) * rank * (d_in + d_out) * BF16
-
-
-def nbytes(tree) -> int:
-  return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
 
 
 def main():
@@ -51,7 +44,7 @@ def main():
   parser.add_argument("--measure-up-to", type=int, default=16384)
   parser.add_argument("--config", default="../configs/d2l/smollm2_synthetic.py")
   args = parser.parse_args()
-  config = load_config(args.config)
+  config = load_config_file(args.config)
   base = hyperlora.load(config.base_model)
   setup = d2l_model.build(config, base)
   params = setup.init_params(0)
@@ -63,18 +56,17 @@ def main():
              "how": "measured" if measure else "computed"}
       if measure:
         cache = KVCache.init(base.config, 1, tokens, jnp.bfloat16)
-        row["KV cache MB"] = nbytes((cache.k, cache.v)) / 1e6
-        assert nbytes((cache.k, cache.v)) == kv_bytes(base.config, tokens)
+        row["KV cache MB"] = array_mb((cache.k, cache.v))
+        assert row["KV cache MB"] == kv_cache_mb(base.config, tokens, BF16)
       else:
-        row["KV cache MB"] = kv_bytes(model_config, tokens) / 1e6
+        row["KV cache MB"] = kv_cache_mb(model_config, tokens, BF16)
       for chunk in (1024, 8192):
         if measure:
           doc = corpus.niah_document(base.tokenizer, tokens - 64, 0.5, seed=0).text
           lora = setup.internalize(params, doc, chunk)
-          size = nbytes(jax.tree.map(lambda x: x.astype(jnp.bfloat16), lora.weights))
+          row[f"adapter MB (chunk {chunk})"] = array_mb(jax.tree.map(lambda x: x.astype(jnp.bfloat16), lora.weights))
         else:
-          size = adapter_bytes(model_config, tokens, chunk)
-        row[f"adapter MB (chunk {chunk})"] = size / 1e6
+          row[f"adapter MB (chunk {chunk})"] = adapter_bytes(model_config, tokens, chunk) / 1e6
       row["KV / adapter (chunk 8192)"] = row["KV cache MB"] / row["adapter MB (chunk 8192)"]
       rows.append(row)
   write("d2l_memory", rows, {"dtype": "bfloat16", "rank_per_chunk": 8, "modules": ["down_proj"]})

@@ -8,6 +8,8 @@ import platform
 import statistics
 import time
 
+from hyperlora.metrics import print_table
+
 RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")
 
 
@@ -25,12 +27,7 @@ def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
 
 def write(name: str, rows: list[dict], meta: dict | None = None) -> str:
   """Prints rows as an aligned table and saves them with machine info to results/<name>.json."""
-  columns = list(dict.fromkeys(k for row in rows for k in row))
-  cells = [[_fmt(row.get(c, "")) for c in columns] for row in rows]
-  widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-  print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
-  for r in cells:
-    print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
+  print_table(rows, float_format=".4g")
   os.makedirs(RESULTS_DIR, exist_ok=True)
   path = os.path.join(RESULTS_DIR, f"{name}.json")
   record = {"benchmark": name, "machine": platform.platform(), "cpus": os.cpu_count(),
@@ -40,6 +37,3 @@ def write(name: str, rows: list[dict], meta: dict | None = None) -> str:
   print(f"wrote {path}")
   return path
 
-
-def _fmt(value) -> str:
-  return f"{value:.4g}" if isinstance(value, float) else str(value)

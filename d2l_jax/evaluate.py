@@ -47,8 +47,13 @@ def kv_cache_mb(model_config, tokens: int, bytes_per_value: int = 4) -> float:
   return 2 * c.num_layers * c.num_kv_heads * c.head_dim * tokens * bytes_per_value / 1e6
 
 
+def array_mb(tree) -> float:
+  """Bytes held by the arrays of a pytree (an adapter's weights, a KV cache), in MB."""
+  return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree)) / 1e6
+
+
 def adapter_mb(lora) -> float:
-  return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(lora.weights)) / 1e6
+  return array_mb(lora.weights)
 
 
 class Harness:
@@ -57,6 +62,10 @@ class Harness:
     self.config, self.base = internalizer.config, internalizer.base
     self.cache_dir = os.path.join(internalizer.workdir, "cache")
     self._cd = None
+
+  def prompt_width(self, method: str) -> int:
+    """Padded prompt length: a question, or (ICL) the document and a question."""
+    return self.config.data.max_teacher_len if method == "icl" else self.config.data.max_len
 
   def prompts(self, method: str, document: str, questions: list[str]) -> list[str]:
     if method == "icl":
@@ -85,11 +94,10 @@ class Harness:
     return answers, prepared - start, time.perf_counter() - prepared, lora
 
   def peak_program_mb(self, method: str, doc_tokens: int, lora) -> float:
-    """The largest compiled program a method runs (answering a full batch; plus encoding a chunk
-    for D2L and a training step for CD)."""
-    ec, dc = self.config.eval, self.config.data
-    width = dc.max_teacher_len if method == "icl" else dc.max_len
-    tokens = jnp.zeros((ec.batch, width), jnp.int32)
+    """The largest compiled program a method runs to answer: generation for a full batch, and for
+    D2L also the feature pass over one chunk (CD's training step is not counted)."""
+    ec = self.config.eval
+    tokens = jnp.zeros((ec.batch, self.prompt_width(method)), jnp.int32)
     eos = gen.eos_ids_of(self.base.tokenizer, self.base.config)
     peaks = [program_mb(gen.generate, self.base.module(), self.base.params, tokens, tokens > -1,
                         ec.max_new_tokens, lora, None, 0.0, eos)]
@@ -112,10 +120,9 @@ def qa_table(harness: Harness, documents: list, methods) -> list[dict]:
     if not docs:
       continue
     f1, em, prep, ans, state = [], [], [], [], []
-    width = harness.config.data.max_teacher_len if method == "icl" else harness.config.data.max_len
     for doc in tqdm(docs, desc=f"QA / {method}", leave=False):
       answers, t_prep, t_ans, lora = harness.answer(method, doc, [qa.question for qa in doc.test],
-                                                    ec.chunk_len, width)
+                                                    ec.chunk_len, harness.prompt_width(method))
       f1 += [scoring.best(scoring.word_f1, a, qa.answers) for a, qa in zip(answers, doc.test)]
       em += [scoring.best(scoring.exact_match, a, qa.answers) for a, qa in zip(answers, doc.test)]
       prep.append(t_prep)

@@ -33,10 +33,10 @@ class MetricWriter:
       self._jsonl.close()
 
 
-def print_table(rows: list[dict]) -> None:
-  """Rows of a results table (dicts; floats to 3 decimals), columns in first-seen order."""
+def print_table(rows: list[dict], float_format: str = ".3f") -> None:
+  """Rows of a results table (dicts; floats in float_format), columns in first-seen order."""
   columns = list(dict.fromkeys(k for r in rows for k in r))
-  fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)
+  fmt = lambda v: format(v, float_format) if isinstance(v, float) else str(v)
   widths = [max(len(c), *(len(fmt(r.get(c, ""))) for r in rows)) for c in columns]
   print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
   for r in rows:
