@@ -25,9 +25,11 @@ def spec_from_config(config, model_config) -> D2LSpec:
     raise ValueError(f"config.features must be one of {context.FEATURE_LAYERS}, not {config.features!r}")
   for module in h.modules:
     model_config.projection_dims(module)  # Raises on an unknown target module.
-  return D2LSpec.for_model(model_config, tuple(h.modules), per_layer_features=config.features == "all_but_last",
-                           shared_perceiver=h.shared_perceiver, rank=h.rank, latent=h.latent, n_latents=h.n_latents, num_blocks=h.num_blocks,
-                           heads=h.heads, kv_heads=h.kv_heads, head_dim=h.head_dim)
+  return D2LSpec.for_model(model_config, tuple(h.modules),
+                           per_layer_features=config.features == "all_but_last",
+                           shared_perceiver=h.shared_perceiver, rank=h.rank, latent=h.latent,
+                           n_latents=h.n_latents, num_blocks=h.num_blocks, heads=h.heads,
+                           kv_heads=h.kv_heads, head_dim=h.head_dim)
 
 
 def spec_from_saved(saved: dict, model_config, source: str) -> D2LSpec:

@@ -100,4 +100,3 @@ def restore_params(directory: str, abstract_params, train_config) -> dict:
   if state is None:
     raise FileNotFoundError(f"no finished checkpoint in {directory!r}")
   return state.params
-
