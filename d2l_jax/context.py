@@ -1,9 +1,13 @@
 """Context features for D2L: the base model's hidden states over a document, no gradient into it.
 
-The document is wrapped as a user turn with the tokenizer's chat template. Features are the hidden
-states of every layer but the last, in transformers' sense (the embeddings and the outputs of layers
-0..L-2, i.e. the input of each of the L layers: [L, seq, d]; the reference's main setting), or only
-the state after the first L // 4 layers ([1, seq, d]; its NIAH setting).
+The document is wrapped as the reference wraps it: an empty system message (so no default system
+prompt puts the same tokens in front of every chunk), the document as the user turn, and the
+generation prompt. Features are the hidden states of every layer but the last, in transformers'
+sense (the embeddings and the outputs of layers 0..L-2, i.e. the input of each of the L layers:
+[L, seq, d]; the reference's main setting), or only the state after the first L // 4 layers
+([1, seq, d]; its NIAH setting). As in transformers (and so the reference), the last state returned
+has the model's final RMSNorm applied: the raw residual stream has a few tokens whose norm is
+~8x the median (SmolLM2's first token), which an attention over it would follow instead of the text.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+
+from hyperlora.models.layers import RMSNorm
 
 FEATURE_LAYERS = ("all_but_last", "quarter")
 
@@ -31,11 +36,22 @@ def content_tokens(tokenizer, document: str) -> list[int]:
   return content_ids
 
 
+def wrap_document(tokenizer, document: str) -> str:
+  """The document as the reference feeds it to the context encoder: an empty system turn, the
+  document (stripped) as the user turn, the generation prompt. Templates that refuse a system turn
+  (Gemma-2's) get the user turn alone."""
+  user = [{"role": "user", "content": document.strip()}]
+  try:
+    return tokenizer.apply_chat_template([{"role": "system", "content": ""}] + user, tokenize=False,
+                                         add_generation_prompt=True)
+  except Exception:  # jinja2's TemplateError: "System role not supported"
+    return tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
+
+
 def document_tokens(tokenizer, document: str) -> list[int]:
-  """Token ids of the document as a user turn (validated as by `content_tokens`)."""
+  """Token ids of the wrapped document (validated as by `content_tokens`)."""
   content_tokens(tokenizer, document)
-  text = tokenizer.apply_chat_template([{"role": "user", "content": document}], tokenize=False)
-  return tokenizer(text, add_special_tokens=False)["input_ids"]
+  return tokenizer(wrap_document(tokenizer, document), add_special_tokens=False)["input_ids"]
 
 
 def read_document(path: str) -> str:
@@ -55,11 +71,15 @@ def features(model, params, tokens, mask, which: str = "all_but_last"):
   """tokens, mask [n, seq] -> features [n, layers_used, seq, d] (float32, gradient stopped)."""
   if which not in FEATURE_LAYERS:
     raise ValueError(f"feature layers must be one of {FEATURE_LAYERS}, not {which!r}")
-  if which == "quarter":  # Only the first L // 4 layers run: the rest would be thrown away.
-    model, params = first_layers(model, params, model.config.num_layers // 4)
+  # Only the layers whose outputs are used run: L - 1 of them, or L // 4.
+  n_layers = model.config.num_layers - 1 if which == "all_but_last" else model.config.num_layers // 4
+  model, params = first_layers(model, params, n_layers)
   out = model.apply({"params": params}, tokens, mask, return_hidden_states=True)
-  hidden = jnp.swapaxes(jax.lax.stop_gradient(out.hidden_states), 0, 1)  # [n, L + 1, seq, d]
-  return (hidden[:, :-1] if which == "all_but_last" else hidden[:, -1:]).astype(jnp.float32)
+  hidden = jax.lax.stop_gradient(out.hidden_states)  # [n_layers + 1, n, seq, d]
+  last = RMSNorm(model.config.rms_norm_eps, model.config.norm_offset).apply(
+      {"params": params["norm"]}, hidden[-1])  # the final norm, as transformers returns the last state
+  hidden = hidden.at[-1].set(last) if which == "all_but_last" else last[None]
+  return jnp.swapaxes(hidden, 0, 1).astype(jnp.float32)  # [n, layers_used, seq, d]
 
 
 def first_layers(model, params, n: int):

@@ -117,8 +117,10 @@ def niah_document(tokenizer, n_tokens: int, depth: float, seed: int) -> Document
   return Document(f"niah-{n_tokens}-{depth}-{seed}", text, qa, qa)
 
 
-def niah_corpus(tokenizer, n: int, max_tokens: int, seed: int, min_tokens: int = 32) -> list[Document]:
-  """Training haystacks: lengths uniform in [min_tokens, max_tokens], depths from NIAH_DEPTHS."""
+def niah_corpus(tokenizer, n: int, max_tokens: int, seed: int, min_tokens: int = 32,
+                depths=NIAH_DEPTHS) -> list[Document]:
+  """Training haystacks: lengths uniform in [min_tokens, max_tokens], depths drawn from `depths`.
+  One length and one depth make haystacks that differ only in the needle's number."""
   rng = random.Random(seed)
-  return [niah_document(tokenizer, rng.randint(min_tokens, max_tokens), rng.choice(NIAH_DEPTHS), seed + i)
+  return [niah_document(tokenizer, rng.randint(min_tokens, max_tokens), rng.choice(depths), seed + i)
           for i in range(n)]

@@ -1,11 +1,15 @@
-"""D2L evaluation in one harness: held-out documents' questions (test phrasings) answered by the base
-model without the document, with it in context (ICL), with a context-distilled LoRA (CD) and with the
-D2L adapter; and needle-in-a-haystack accuracy at multiples of the training length.
+"""D2L evaluation in one harness: documents' questions answered by the base model without the
+document, with it in context (ICL), with a context-distilled LoRA (CD), with the D2L adapter, and
+with **another document's D2L adapter** (the control: a hypernetwork that ignores its input scores
+the same with either); and needle-in-a-haystack accuracy at multiples of the training length.
 
-Besides exact match and word F1, each method reports its latency per document (preparing the
-context + answering) and memory: the context state it keeps (KV cache of the document for ICL, the
-adapter for D2L and CD) and the peak of its compiled programs (XLA's buffer assignment: arguments,
-outputs and temporaries).
+Questions are asked in both phrasings (study: the ones training saw; test: unseen phrasings of the
+same facts) on held-out documents and, for D2L and its control, on training documents. Every score
+carries a 95% bootstrap interval (documents resampled, then their questions), and D2L minus control
+is a paired difference with its own interval. Besides F1 and exact match, each method reports its
+latency per document (preparing the context + answering) and memory: the context state it keeps
+(KV cache of the document for ICL, the adapter for D2L and CD) and the peak of its compiled programs
+(XLA's buffer assignment: arguments, outputs and temporaries).
 """
 
 from __future__ import annotations
@@ -19,14 +23,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from hyperlora import generate as gen
-from hyperlora.metrics import print_table
-from d2l_jax import corpus, scoring, squad, teacher
+from hyperlora.metrics import bootstrap_ci, markdown_table, print_table, with_ci
+from d2l_jax import context, corpus, scoring, squad, teacher
 from d2l_jax.internalize import Internalizer
 from d2l_jax.train import ContextDistillation, question_pairs
 
 METHODS = ("base", "icl", "cd", "d2l")
 _NAMES = {"base": "base model, no document", "icl": "document in context (ICL)",
-          "cd": "context distillation LoRA", "d2l": "D2L adapter"}
+          "cd": "context distillation LoRA", "d2l": "D2L adapter",
+          "control": "D2L, another document's adapter (control)", "gap": "D2L minus control"}
+PHRASINGS = ("study", "test")
 
 
 def eval_documents(config, cache_dir: str) -> list:
@@ -34,6 +40,14 @@ def eval_documents(config, cache_dir: str) -> list:
   if dc.corpus == "squad":
     return squad.load(ec.get("squad_file") or dc.squad_file, cache_dir)[-ec.documents:]
   return corpus.synthetic_corpus(ec.documents, seed=ec.seed)
+
+
+def seen_documents(config, cache_dir: str) -> list:
+  """The first eval.train_documents documents training saw (QA documents, not haystacks)."""
+  dc, n = config.data, config.eval.get("train_documents", 8)
+  if dc.corpus == "squad":
+    return squad.load(dc.squad_file, cache_dir)[:min(n, dc.train_documents or n)]
+  return corpus.synthetic_corpus(min(n, dc.train_documents), seed=config.train.seed)
 
 
 def program_mb(jitted, *args) -> float:
@@ -54,6 +68,11 @@ def array_mb(tree) -> float:
 
 def adapter_mb(lora) -> float:
   return array_mb(lora.weights)
+
+
+def control_index(i: int, n: int) -> int:
+  """The document whose adapter answers document i's questions in the control (another one)."""
+  return (i + 1) % n
 
 
 class Harness:
@@ -79,19 +98,15 @@ class Harness:
       if self._cd is None:
         self._cd = ContextDistillation(self.base, self.config)
       pairs, _ = question_pairs([doc], "study")
-      return self._cd(teacher.prepare(self.base, pairs, self.config.data, self.cache_dir))
+      return self._cd(teacher.prepare(self.base, pairs, self.config.data, self.cache_dir,
+                                      with_top_k=self.config.train.loss == "distill"))
     return None
 
-  def answer(self, method: str, doc, questions: list[str], chunk_len: int, width: int | None):
-    """(answers, seconds to prepare the context, seconds to answer, the adapter)."""
-    start = time.perf_counter()
-    lora = self.adapter(method, doc, chunk_len)
-    jax.block_until_ready(lora)
-    prepared = time.perf_counter()
-    answers = teacher.greedy_answers(self.base, self.prompts(method, doc.text, questions), width,
-                                     self.config.eval.max_new_tokens, self.config.eval.batch, lora,
-                                     desc=method)
-    return answers, prepared - start, time.perf_counter() - prepared, lora
+  def answer(self, method: str, doc, questions: list[str], width: int | None, lora=None):
+    """Greedy answers to questions about doc (ICL puts the document in the prompt)."""
+    return teacher.greedy_answers(self.base, self.prompts(method, doc.text, questions), width,
+                                  self.config.eval.max_new_tokens, self.config.eval.batch, lora,
+                                  desc=method)
 
   def peak_program_mb(self, method: str, doc_tokens: int, lora) -> float:
     """The largest compiled program a method runs to answer: generation for a full batch, and for
@@ -102,7 +117,6 @@ class Harness:
     peaks = [program_mb(gen.generate, self.base.module(), self.base.params, tokens, tokens > -1,
                         ec.max_new_tokens, lora, None, 0.0, eos)]
     if method == "d2l":
-      from d2l_jax import context
       chunk = min(doc_tokens, ec.chunk_len)
       row = jnp.zeros((1, chunk), jnp.int32)
       peaks.append(program_mb(context.features, self.base.module(), self.base.params, row, row > -1,
@@ -110,74 +124,181 @@ class Harness:
     return max(peaks)
 
 
-def qa_table(harness: Harness, documents: list, methods) -> list[dict]:
+def _score(answers: list[str], qas) -> dict:
+  return {"f1": [scoring.best(scoring.word_f1, a, qa.answers) for a, qa in zip(answers, qas)],
+          "em": [scoring.best(scoring.exact_match, a, qa.answers) for a, qa in zip(answers, qas)]}
+
+
+def run_method(harness: Harness, method: str, docs: list) -> dict:
+  """Asks every document's study and test questions with one method. Returns per-document scores
+  {phrasing: {"f1": [[per question] per doc], "em": ...}} (for D2L also under "control"), the
+  timings and the context state."""
   from tqdm.auto import tqdm
 
   ec, tok = harness.config.eval, harness.base.tokenizer
-  rows = []
+  runs = {"d2l": ("d2l", "control")}.get(method, (method,))
+  scores = {name: {p: {"f1": [], "em": []} for p in PHRASINGS} for name in runs}
+  adapters, prepare_s, answer_s, state = [], [], [], []
+  for doc in tqdm(docs, desc=f"prepare / {method}", leave=False):
+    start = time.perf_counter()
+    lora = jax.block_until_ready(harness.adapter(method, doc, ec.chunk_len))
+    prepare_s.append(time.perf_counter() - start)
+    adapters.append(lora)
+    n_tokens = len(tok(doc.text, add_special_tokens=False)["input_ids"])
+    state.append(kv_cache_mb(harness.base.config, n_tokens) if method == "icl"
+                 else adapter_mb(lora) if lora is not None else 0.0)
+  for i, doc in enumerate(tqdm(docs, desc=f"QA / {method}", leave=False)):
+    qas = {p: getattr(doc, p) for p in PHRASINGS}
+    questions = [qa.question for p in PHRASINGS for qa in qas[p]]
+    for name in runs:
+      lora = adapters[control_index(i, len(docs)) if name == "control" else i]
+      start = time.perf_counter()
+      answers = harness.answer(method, doc, questions, harness.prompt_width(method), lora)
+      if name == method:
+        answer_s.append(time.perf_counter() - start)
+      for p in PHRASINGS:
+        part, answers = answers[:len(qas[p])], answers[len(qas[p]):]
+        for metric, values in _score(part, qas[p]).items():
+          scores[name][p][metric].append(values)
+  steady = lambda times: float(np.mean(times[1:] or times))  # the first call compiles
+  cost = {"prepare s/doc": steady(prepare_s), "answer s/doc": steady(answer_s),
+          "context state MB": float(np.mean(state)),
+          "peak program MB": harness.peak_program_mb(method, n_tokens, adapters[-1])}
+  return {"scores": scores, "cost": cost}
+
+
+def _paired_gap(scores: dict, phrasing: str) -> list:
+  own, other = scores["d2l"][phrasing]["f1"], scores["control"][phrasing]["f1"]
+  return [list(np.subtract(a, b)) for a, b in zip(own, other)]
+
+
+def qa_tables(harness: Harness, held_out: list, seen: list, methods) -> dict:
+  """The QA table (F1 with intervals per document set and phrasing), the cost table, and the
+  per-document scores behind them."""
+  ec = harness.config.eval
+  columns = [("held-out", p) for p in PHRASINGS] + [("training", p) for p in PHRASINGS]
+  results = {}
   for method in methods:
-    docs = documents[:ec.cd_documents] if method == "cd" else documents
-    if not docs:
-      continue
-    f1, em, prep, ans, state = [], [], [], [], []
-    for doc in tqdm(docs, desc=f"QA / {method}", leave=False):
-      answers, t_prep, t_ans, lora = harness.answer(method, doc, [qa.question for qa in doc.test],
-                                                    ec.chunk_len, harness.prompt_width(method))
-      f1 += [scoring.best(scoring.word_f1, a, qa.answers) for a, qa in zip(answers, doc.test)]
-      em += [scoring.best(scoring.exact_match, a, qa.answers) for a, qa in zip(answers, doc.test)]
-      prep.append(t_prep)
-      ans.append(t_ans)
-      n_tokens = len(tok(doc.text, add_special_tokens=False)["input_ids"])
-      state.append(kv_cache_mb(harness.base.config, n_tokens) if method == "icl"
-                   else adapter_mb(lora) if lora is not None else 0.0)
-    rows.append({"method": _NAMES[method], "documents": len(docs), "exact match": float(np.mean(em)),
-                 "F1": float(np.mean(f1)), "prepare s/doc": float(np.mean(prep[1:] or prep)),
-                 "answer s/doc": float(np.mean(ans[1:] or ans)), "context state MB": float(np.mean(state)),
-                 "peak program MB": harness.peak_program_mb(method, n_tokens, lora)})
-  return rows
+    docs = held_out[:ec.cd_documents] if method == "cd" else held_out
+    if docs:
+      results[("held-out", method)] = run_method(harness, method, docs)
+  if "d2l" in methods and seen:
+    results[("training", "d2l")] = run_method(harness, "d2l", seen)
+  rows, per_doc = {}, {}
+  for (split, method), result in results.items():
+    for name, by_phrasing in result["scores"].items():
+      row = rows.setdefault(name, {"method": _NAMES[name]})
+      for p, values in by_phrasing.items():
+        row[f"{split} {p} F1"] = with_ci(*bootstrap_ci(values["f1"]))
+        row[f"{split} {p} EM"] = float(np.mean(np.concatenate(values["em"])))
+        per_doc[f"{name}/{split}/{p}"] = values
+      row["documents" if split == "held-out" else "training documents"] = len(values["f1"])
+    if method == "d2l":
+      gap = rows.setdefault("gap", {"method": _NAMES["gap"]})
+      for p in PHRASINGS:
+        gap[f"{split} {p} F1"] = with_ci(*bootstrap_ci(_paired_gap(result["scores"], p)))
+  f1_columns = [f"{s} {p} F1" for s, p in columns]
+  qa = [{"method": r["method"], **{c: r.get(c, "-") for c in f1_columns}} for r in rows.values()]
+  cost = [{"method": _NAMES[m], "held-out test EM": rows[m].get("held-out test EM", "-"),
+           **results[("held-out", m)]["cost"]} for m in methods if ("held-out", m) in results]
+  return {"qa": qa, "cost": cost, "per_document": per_doc}
 
 
 def niah_table(harness: Harness, methods) -> list[dict]:
-  """Accuracy (the needle's number in the answer) at multiples of the training haystack length."""
+  """Accuracy (the needle's number in the answer) over eval.niah_depths haystacks at multiples of
+  the training length, with its interval; the control answers each haystack with the adapter of the
+  next one (another number)."""
   from tqdm.auto import tqdm
 
   ec, dc, tok = harness.config.eval, harness.config.data, harness.base.tokenizer
   depths = np.linspace(0.0, 1.0, ec.niah_depths)
-  rows = []
-  for method in [m for m in methods if m in ("base", "icl", "d2l")]:
-    row = {"method": _NAMES[method]}
-    for multiple in ec.niah_multiples:
-      length = dc.niah_max_len * multiple
-      hits = []
-      for i, depth in enumerate(tqdm(depths, desc=f"NIAH {length} / {method}", leave=False)):
-        doc = corpus.niah_document(tok, length, float(depth), seed=ec.seed + 1000 * multiple + i)
-        answers, *_ = harness.answer(method, doc, [doc.test[0].question], ec.niah_chunk_len, None)
-        hits.append(float(doc.test[0].answers[0] in answers[0]))
-      row[f"{multiple}x ({length} tok)"] = float(np.mean(hits))
-    rows.append(row)
-  return rows
+  rows = {}
+  for multiple in ec.niah_multiples:
+    length = dc.niah_max_len * multiple
+    docs = [corpus.niah_document(tok, length, float(d), seed=ec.seed + 1000 * multiple + i)
+            for i, d in enumerate(depths)]
+    question = docs[0].test[0].question
+    hits = {}
+    for method in [m for m in methods if m in ("base", "icl", "d2l")]:
+      adapters = [harness.adapter(method, d, ec.niah_chunk_len) for d in
+                  tqdm(docs, desc=f"NIAH {length} / {method}", leave=False)]
+      for name in {"d2l": ("d2l", "control")}.get(method, (method,)):
+        hits[name] = [[float(doc.test[0].answers[0] in harness.answer(
+            method, doc, [question], None,
+            adapters[control_index(i, len(docs)) if name == "control" else i])[0])]
+            for i, doc in enumerate(docs)]
+    if "d2l" in hits:
+      hits["gap"] = [[a[0] - b[0]] for a, b in zip(hits["d2l"], hits["control"])]
+    for name, values in hits.items():
+      rows.setdefault(name, {"method": _NAMES[name]})[f"{multiple}x ({length} tok)"] = with_ci(
+          *bootstrap_ci(values))
+  return list(rows.values())
 
 
 def evaluate(workdir: str, out_json: str | None = None, methods=METHODS, niah: bool = True,
-             overrides: dict | None = None) -> dict:
-  """Both tables for a `d2l train` workdir; `overrides` replace fields of its config.eval."""
+             overrides: dict | None = None, step: int | None = None) -> dict:
+  """The tables for a `d2l train` workdir (its latest checkpoint, or that of `step`); `overrides`
+  replace fields of its config.eval. With out_json, writes the JSON (per-document scores included)
+  and the tables as Markdown beside it."""
   unknown = sorted(set(methods) - set(METHODS))
   if unknown:
     raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
-  harness = Harness(Internalizer(workdir))
+  harness = Harness(Internalizer(workdir, step=step))
   harness.config.eval.update(overrides or {})
-  documents = eval_documents(harness.config, harness.cache_dir)
-  result = {"workdir": workdir, "qa": qa_table(harness, documents, methods)}
-  print(f"held-out documents ({len(documents)}), test phrasings of their questions:")
-  print_table(result["qa"])
+  ec = harness.config.eval
+  held_out = eval_documents(harness.config, harness.cache_dir)
+  seen = seen_documents(harness.config, harness.cache_dir)
+  result = {"workdir": workdir, "step": step, **qa_tables(harness, held_out, seen, methods)}
+  sections = [(f"QA word F1 with 95% bootstrap intervals: {len(held_out)} held-out and {len(seen)} "
+               f"training documents; study = the phrasings training saw, test = unseen phrasings",
+               result["qa"]),
+              ("Cost per held-out document (test phrasings)", result["cost"])]
   if niah and harness.config.data.niah_documents:
     result["niah"] = niah_table(harness, methods)
-    print(f"\nneedle in a haystack, accuracy over {harness.config.eval.niah_depths} depths "
-          f"(trained on haystacks up to {harness.config.data.niah_max_len} tokens, D2L chunk "
-          f"{harness.config.eval.niah_chunk_len}):")
-    print_table(result["niah"])
+    sections.append((f"Needle in a haystack: accuracy over {ec.niah_depths} held-out haystacks per "
+                     f"length (trained on up to {harness.config.data.niah_max_len} tokens; D2L chunk "
+                     f"{ec.niah_chunk_len})", result["niah"]))
+  for title, rows in sections:
+    print(f"\n{title}:")
+    print_table(rows)
   if out_json:
     os.makedirs(os.path.dirname(os.path.abspath(out_json)), exist_ok=True)
     with open(out_json, "w") as f:
       json.dump(result, f, indent=2)
+    with open(os.path.splitext(out_json)[0] + ".md", "w") as f:
+      f.write("\n".join(f"{title}:\n\n{markdown_table(rows)}" for title, rows in sections))
   return result
+
+
+def learning_curve(workdir: str, steps: list[int], out_json: str | None = None,
+                   overrides: dict | None = None) -> list[dict]:
+  """D2L beside its control at several checkpoints of one run: the probe logged in training at
+  that step, D2L minus control F1 on held-out documents (both phrasings), and NIAH accuracy of D2L
+  and its control at each evaluated length. One row per step; printed, and with out_json saved as
+  JSON and Markdown."""
+  logged = {}
+  with open(os.path.join(workdir, "logs", "metrics.jsonl")) as f:
+    for line in f:
+      record = json.loads(line)
+      logged[record["step"]] = record
+  rows = []
+  for step in steps:
+    result = evaluate(workdir, methods=("d2l",), overrides=overrides, step=step)
+    qa = {r["method"]: r for r in result["qa"]}
+    row = {"step": step, "probe_rel_diff": logged.get(step, {}).get("probe_rel_diff", float("nan")),
+           "doc_share": logged.get(step, {}).get("doc_share", float("nan"))}
+    for p in PHRASINGS:
+      row[f"held-out {p} F1: D2L minus control"] = qa[_NAMES["gap"]][f"held-out {p} F1"]
+    for r in result.get("niah", []):
+      if r["method"] in (_NAMES["d2l"], _NAMES["control"]):
+        short = "D2L" if r["method"] == _NAMES["d2l"] else "control"
+        row.update({f"NIAH {k.split(' ')[0]} {short}": v for k, v in r.items() if k != "method"})
+    rows.append(row)
+  print(f"\nlearning curve of {workdir}:")
+  print_table(rows, float_format=".4f")
+  if out_json:
+    with open(out_json, "w") as f:
+      json.dump(rows, f, indent=2)
+    with open(os.path.splitext(out_json)[0] + ".md", "w") as f:
+      f.write(markdown_table(rows, float_format=".4f"))
+  return rows

@@ -2,19 +2,28 @@
 
 For each base layer l whose activations are used, with context features x_l [seq, d]:
 
-  c   = SwiGLU(d -> 4d -> latent)(x_l)                           # [seq, latent]
-  z   = learned latents                                          # [n_latents, latent]
-  z   = z + CrossAttn(RMSNorm(z), RMSNorm(c)); z = z + SwiGLU(RMSNorm(z))    x num_blocks
-  s   = slots + CrossAttn(RMSNorm(slots), RMSNorm(z))            # [n_slots, latent] output slots
-  per layer: h = ResMLP_l(s); h = h / |h|; [a; b] = Head_l(h)    # a row of A (d_in), of B (d_out)
-  A[l, j] = scaler_A[l, j] * a_j     B[l, :, j] = scaler_B[l, j] * b_j     (scaler_A = 1, scaler_B = 0)
+  c = SwiGLU(d -> 4d -> latent)(x_l)                                    # [seq, latent]
+  z = learned latents                                                   # [n_latents, latent]
+  encoder block (x num_blocks), keys/values from the context only:
+      z = z + PostAttnNorm(CrossAttn(LatentNorm(z), ContextNorm(c)))
+      z = z + PostMLPNorm(SwiGLU(PreMLPNorm(z)))
+  z = Norm(z)
+  decoder: the same block once, queries = learned output slots, context = z; then Norm
+  per layer: h = s + LN(W2_l silu(W1_l LN(s)))   (ResMLP, 4x)         # s: a slot [latent]
+             h = h / |h|;  [a; b] = Head_l h                            # a row of A (d_in), of B (d_out)
+  A[l, j] = scaler_A[l, j] a_j     B[l, :, j] = scaler_B[l, j] b_j      (scaler_A = 1, scaler_B = 0)
 
-Keys and values come from the context only; attention is grouped-query (16 heads of 128, 4 KV heads
-at the reference sizes). With features from every layer (all but the last), the Perceiver runs per
-layer (weights shared across layers, or one Perceiver per layer) and n_slots = modules x r; with one feature map (the state after L//4
-layers, the reference's NIAH setting) it runs once and n_slots = layers x modules x r.
-The learned context-free bias adapter (bias_A kaiming, bias_B = 0) is returned beside the chunk's
-adapter: it joins the chunk adapters in `chunking.combine`.
+Attention is grouped-query (16 heads of 128, 4 KV heads at the reference's sizes). With features from
+every layer (all but the last) the Perceiver runs per layer (weights shared across layers, or one
+Perceiver per layer) and has modules x r output slots; with one feature map (the state after L // 4
+layers, the reference's NIAH setting) it runs once with layers x modules x r slots.
+Beside the chunk's adapter the module returns the learned context-free bias adapter (bias_A small
+normal, bias_B = 0), which `chunking.combine` appends to the chunk adapters.
+
+Initialisation follows the reference: head weights N(0, 0.5 / sqrt(latent + d_lora r)) with
+d_lora = max(d_in + d_out) over modules, bias_A N(0, 0.2 / sqrt(d_in r)); step 0 is a zero delta.
+Parameters carry logical axis names (`hyper_latent`, `hyper_mlp`, `hyper_heads`, `embed`, `layers`)
+so a mesh shards them by the rules table (hyperlora.sharding).
 """
 
 from __future__ import annotations
@@ -29,6 +38,10 @@ import jax.numpy as jnp
 from hyperlora.lora import LoRA
 from hyperlora.models.config import ModelConfig
 from hyperlora.models.layers import RMSNorm
+
+# Parameter-name fragments the reference exempts from weight decay: scalers, biases (including the
+# bias adapter), norms and the learned latent queries / output slots.
+NO_DECAY = ("scaler", "bias", "norm", "latents", "slots")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,19 +72,30 @@ class D2LSpec:
     return 2 * self.rank**1.5  # the reference's lora_alpha, applied as is (not alpha / r)
 
   @property
-  def slots_per_layer(self) -> int:
-    return len(self.modules) * self.rank
+  def head_init_std(self) -> float:
+    d_lora = max(d_in + d_out for d_in, d_out in self.dims)
+    return 0.5 / math.sqrt(self.latent + d_lora * self.rank)
+
+
+def _dense(features: int, axes: tuple[str, str], name: str, use_bias: bool = False) -> nn.Dense:
+  return nn.Dense(features, use_bias=use_bias, name=name,
+                  kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), axes))
+
+
+def _norm(name: str) -> RMSNorm:
+  return RMSNorm(1e-6, name=name)
 
 
 class SwiGLU(nn.Module):
   hidden: int
   out: int
+  in_axis: str = "hyper_latent"
 
   @nn.compact
   def __call__(self, x):
-    gate = nn.Dense(self.hidden, use_bias=False, name="gate")(x)
-    up = nn.Dense(self.hidden, use_bias=False, name="up")(x)
-    return nn.Dense(self.out, use_bias=False, name="down")(nn.silu(gate) * up)
+    gate = _dense(self.hidden, (self.in_axis, "hyper_mlp"), "gate")(x)
+    up = _dense(self.hidden, (self.in_axis, "hyper_mlp"), "up")(x)
+    return _dense(self.out, ("hyper_mlp", "hyper_latent"), "down")(nn.silu(gate) * up)
 
 
 class CrossAttention(nn.Module):
@@ -82,20 +106,33 @@ class CrossAttention(nn.Module):
   head_dim: int
 
   @nn.compact
-  def __call__(self, x, context, context_mask=None):  # x [q, d]; context [k, d]; mask [k]
+  def __call__(self, x, context, context_mask=None):  # x [q, latent]; context [k, latent]; mask [k]
     group = self.heads // self.kv_heads
-    q = nn.Dense(self.heads * self.head_dim, use_bias=False, name="q_proj")(x)
-    k = nn.Dense(self.kv_heads * self.head_dim, use_bias=False, name="k_proj")(context)
-    v = nn.Dense(self.kv_heads * self.head_dim, use_bias=False, name="v_proj")(context)
-    q = q.reshape(x.shape[0], self.kv_heads, group, self.head_dim)
-    k = k.reshape(context.shape[0], self.kv_heads, self.head_dim)
-    v = v.reshape(context.shape[0], self.kv_heads, self.head_dim)
+    proj = lambda n, name: _dense(n * self.head_dim, ("hyper_latent", "hyper_heads"), name)
+    q = proj(self.heads, "q_proj")(x).reshape(x.shape[0], self.kv_heads, group, self.head_dim)
+    k = proj(self.kv_heads, "k_proj")(context).reshape(context.shape[0], self.kv_heads, self.head_dim)
+    v = proj(self.kv_heads, "v_proj")(context).reshape(context.shape[0], self.kv_heads, self.head_dim)
     scores = jnp.einsum("qkgd,skd->kgqs", q, k).astype(jnp.float32) / math.sqrt(self.head_dim)
     if context_mask is not None:
       scores = jnp.where(context_mask, scores, -1e30)
     probs = jax.nn.softmax(scores, axis=-1).astype(x.dtype)
     out = jnp.einsum("kgqs,skd->qkgd", probs, v).reshape(x.shape[0], self.heads * self.head_dim)
-    return nn.Dense(x.shape[-1], use_bias=False, name="o_proj")(out)
+    return _dense(x.shape[-1], ("hyper_heads", "hyper_latent"), "o_proj")(out)
+
+
+class PerceiverBlock(nn.Module):
+  """Idefics2's resampler layer: pre-norm cross-attention and SwiGLU, each with a post-norm before
+  its residual add."""
+
+  spec: D2LSpec
+
+  @nn.compact
+  def __call__(self, z, context, mask=None):  # z [q, latent]; context [k, latent]
+    s = self.spec
+    attn = CrossAttention(s.heads, s.kv_heads, s.head_dim, name="attn")
+    z = z + _norm("post_attn_norm")(attn(_norm("latent_norm")(z), _norm("context_norm")(context), mask))
+    mlp = SwiGLU(s.mlp_ratio * s.latent, s.latent, name="mlp")
+    return z + _norm("post_mlp_norm")(mlp(_norm("pre_mlp_norm")(z)))
 
 
 class Perceiver(nn.Module):
@@ -107,17 +144,16 @@ class Perceiver(nn.Module):
   @nn.compact
   def __call__(self, features, mask=None):
     s = self.spec
-    attn = lambda name: CrossAttention(s.heads, s.kv_heads, s.head_dim, name=name)
-    norm = lambda name: RMSNorm(1e-6, name=name)
-    context = SwiGLU(s.mlp_ratio * s.feature_dim, s.latent, name="input_mlp")(features)
-    context = norm("context_norm")(context)
-    z = self.param("latents", nn.initializers.normal(1.0), (s.n_latents, s.latent))
+    queries = lambda name, n: self.param(
+        name, nn.with_logical_partitioning(nn.initializers.normal(1.0), (None, "hyper_latent")),
+        (n, s.latent))
+    context = SwiGLU(s.mlp_ratio * s.feature_dim, s.latent, in_axis="embed", name="input_mlp")(features)
+    z = queries("latents", s.n_latents)  # [n_latents, latent]
     for i in range(s.num_blocks):
-      z = z + attn(f"block{i}_attn")(norm(f"block{i}_norm1")(z), context, mask)
-      z = z + SwiGLU(s.mlp_ratio * s.latent, s.latent, name=f"block{i}_mlp")(norm(f"block{i}_norm2")(z))
-    z = norm("post_norm")(z)
-    slots = self.param("slots", nn.initializers.normal(1.0), (self.n_slots, s.latent))
-    return slots + attn("decoder_attn")(norm("slot_norm")(slots), z)  # [n_slots, latent]
+      z = PerceiverBlock(s, name=f"block{i}")(z, context, mask)
+    z = _norm("encoder_norm")(z)
+    slots = PerceiverBlock(s, name="decoder")(queries("slots", self.n_slots), z)
+    return _norm("decoder_norm")(slots)  # [n_slots, latent]
 
 
 class D2LHypernet(nn.Module):
@@ -139,26 +175,37 @@ class D2LHypernet(nn.Module):
                               s, n_mod * r, name="perceiver")
       slots = perceiver(features, mask)  # [L, modules * r, latent]
     else:
-      slots = Perceiver(s, L * n_mod * r, name="perceiver")(features[0], mask).reshape(L, n_mod * r, s.latent)
+      slots = Perceiver(s, L * n_mod * r, name="perceiver")(features[0], mask)
     slots = slots.reshape(L, n_mod, r, s.latent)
 
-    # Per-layer weights (a leading layer axis), applied to every layer's own slots.
-    per_layer = lambda name, shape, init: self.param(name, init, (L,) + shape)
-    w1 = per_layer("resmlp_w1", (s.latent, s.latent), nn.initializers.lecun_normal(batch_axis=(0,)))
-    w2 = per_layer("resmlp_w2", (s.latent, s.latent), nn.initializers.lecun_normal(batch_axis=(0,)))
-    h = slots + jnp.einsum("lmrd,lde->lmre", nn.silu(jnp.einsum("lmrd,lde->lmre", slots, w1)), w2)
+    def per_layer(name, shape, init, axes):  # a parameter with a leading layer axis
+      return self.param(name, nn.with_logical_partitioning(init, ("layers",) + axes), (L,) + shape)
+
+    # ResMLP with per-layer weights (the norms are shared), applied to every layer's own slots.
+    hidden = s.mlp_ratio * s.latent
+    fan_in = lambda: nn.initializers.lecun_normal(batch_axis=(0,))
+    w1 = per_layer("resmlp_w1", (s.latent, hidden), fan_in(), ("hyper_latent", "hyper_mlp"))
+    b1 = per_layer("resmlp_bias1", (hidden,), nn.initializers.zeros, ("hyper_mlp",))
+    w2 = per_layer("resmlp_w2", (hidden, s.latent), fan_in(), ("hyper_mlp", "hyper_latent"))
+    b2 = per_layer("resmlp_bias2", (s.latent,), nn.initializers.zeros, ("hyper_latent",))
+    x = nn.LayerNorm(name="resmlp_in_norm")(slots)
+    x = nn.silu(jnp.einsum("lmrd,ldh->lmrh", x, w1) + b1[:, None, None])
+    x = jnp.einsum("lmrh,lhd->lmrd", x, w2) + b2[:, None, None]
+    h = slots + nn.LayerNorm(name="resmlp_out_norm")(x)
     h = h / jnp.maximum(jnp.linalg.norm(h, axis=-1, keepdims=True), 1e-6)
+
     weights, bias = {}, {}
     for m, (name, (d_in, d_out)) in enumerate(zip(s.modules, s.dims)):
-      bound = 1.0 / math.sqrt(d_in)  # PEFT's default A init; B = 0
       bias[name] = {
-          "A": per_layer(f"bias_A_{name}", (r, d_in), lambda k, sh: jax.random.uniform(k, sh, jnp.float32, -bound, bound)),
-          "B": per_layer(f"bias_B_{name}", (d_out, r), nn.initializers.zeros),
+          "A": per_layer(f"bias_A_{name}", (r, d_in), nn.initializers.normal(0.2 / math.sqrt(d_in * r)),
+                         (None, None)),
+          "B": per_layer(f"bias_B_{name}", (d_out, r), nn.initializers.zeros, (None, None)),
       }
-      head = per_layer(f"head_{name}", (s.latent, d_in + d_out), nn.initializers.lecun_normal(batch_axis=(0,)))
+      head = per_layer(f"head_{name}", (s.latent, d_in + d_out), nn.initializers.normal(s.head_init_std),
+                       ("hyper_latent", "hyper_out"))
       rows = jnp.einsum("lrd,ldo->lro", h[:, m], head)  # [L, r, d_in + d_out]
-      scaler_a = per_layer(f"scaler_A_{name}", (r,), nn.initializers.ones)
-      scaler_b = per_layer(f"scaler_B_{name}", (r,), nn.initializers.zeros)
+      scaler_a = per_layer(f"scaler_A_{name}", (r,), nn.initializers.ones, (None,))
+      scaler_b = per_layer(f"scaler_B_{name}", (r,), nn.initializers.zeros, (None,))
       a = rows[..., :d_in] * scaler_a[..., None]  # [L, r, d_in]
       b = jnp.swapaxes(rows[..., d_in:] * scaler_b[..., None], -1, -2)  # [L, d_out, r]
       weights[name] = {"A": a, "B": b}

@@ -16,9 +16,10 @@ from d2l_jax.teacher import greedy_answers
 
 
 class Internalizer:
-  """Loads a D2L run's latest checkpoint; call it with a document to get its adapter."""
+  """Loads a D2L run's latest checkpoint (or that of `step`); call it with a document to get its
+  adapter."""
 
-  def __init__(self, workdir: str, base_model: str | None = None, base=None):
+  def __init__(self, workdir: str, base_model: str | None = None, base=None, step: int | None = None):
     self.workdir = workdir
     checkpoint_dir = d2l_model.workdir_paths(workdir)["checkpoints"]
     saved = ckpt.read_config(checkpoint_dir)
@@ -28,7 +29,7 @@ class Internalizer:
     spec = d2l_model.spec_from_saved(saved["spec"], base.config, f"checkpoint {workdir!r}")
     self.setup = d2l_model.Setup(base, spec, D2LHypernet(spec), self.config.features)
     abstract = jax.eval_shape(lambda: nn.unbox(self.setup.init_params(0)))
-    self.params = ckpt.restore_params(checkpoint_dir, abstract, self.config.train)
+    self.params = ckpt.restore_params(checkpoint_dir, abstract, self.config.train, step)
 
   @property
   def base(self):

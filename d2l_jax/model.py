@@ -10,9 +10,10 @@ import jax.numpy as jnp
 
 import hyperlora
 from hyperlora import lora as lora_lib
+from hyperlora import train as train_lib
 from hyperlora.losses import lora_l1
 from d2l_jax import chunking, context
-from d2l_jax.hypernet import D2LHypernet, D2LSpec
+from d2l_jax.hypernet import NO_DECAY, D2LHypernet, D2LSpec
 
 # Saved-config fields a resumed run (or a user of the checkpoint) must share with it.
 RESUME_KEYS = {"spec": "hypernetwork / adapter shape", "base_model": "base model",
@@ -91,6 +92,12 @@ def hypernet_adapter_fn(setup: Setup, dtype=jnp.float32):
     return jax.tree.map(lambda x: jnp.repeat(x, per_doc, axis=0), lora)
 
   return adapter_fn
+
+
+def optimizer(tc):
+  """The reference's AdamW (no weight decay on scalers, biases, norms and latent queries)."""
+  return train_lib.make_optimizer(tc.lr, tc.steps, tc.warmup_frac, tc.weight_decay, tc.clip_norm,
+                                  tc.schedule, tc.grad_accum, no_decay=NO_DECAY)
 
 
 def l1_penalty(coef: float):

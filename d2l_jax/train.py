@@ -13,7 +13,7 @@ from hyperlora import ckpt, sharding
 from hyperlora import lora as lora_lib
 from hyperlora import train as train_lib
 from hyperlora.metrics import MetricWriter
-from d2l_jax import corpus, squad, teacher
+from d2l_jax import corpus, diagnostics, squad, teacher
 from d2l_jax import model as d2l_model
 from d2l_jax.data import DocBatches
 
@@ -31,7 +31,8 @@ def training_documents(setup, config, cache_dir: str) -> list:
     raise ValueError(f"unknown corpus {dc.corpus!r}; choose 'synthetic' or 'squad' (data.squad_file)")
   if dc.niah_documents:
     documents += corpus.niah_corpus(setup.base.tokenizer, dc.niah_documents, dc.niah_max_len,
-                                    seed=config.train.seed + 7 * 10**6)
+                                    seed=config.train.seed + 7 * 10**6, min_tokens=dc.niah_min_len,
+                                    depths=dc.niah_train_depths)
   return documents
 
 
@@ -48,11 +49,34 @@ def saved_config(config, setup) -> dict:
   return out
 
 
-def train(config) -> str:
-  """Meta-trains D2L into config.workdir; returns the workdir."""
+def check_targets(config) -> None:
+  """The two reference settings: the teacher's own answers distilled ('teacher' + 'distill', main
+  setting) or gold answers with cross-entropy ('gold' + 'ce', NIAH setting)."""
   tc, dc = config.train, config.data
   if tc.loss not in LOSSES:
     raise ValueError(f"train.loss must be one of {LOSSES}, not {tc.loss!r}")
+  if tc.loss == "distill" and dc.responses == "gold":
+    raise ValueError("data.responses='gold' with train.loss='distill' scores the gold answers with the "
+                     "teacher's top-k, which rarely ranks a gold token first, so the student never learns "
+                     "to start or end an answer; use data.responses='teacher' (distill the teacher's own "
+                     "answers) or train.loss='ce' (cross-entropy on the gold answers)")
+
+
+def probe_documents(config, tokenizer, documents: list) -> list[str]:
+  """Two documents for the training probe: haystacks that differ only in the needle's number when
+  the corpus has NIAH documents (the question is then the same, so only the document can tell the
+  answer), otherwise the first two training documents."""
+  dc = config.data
+  if dc.niah_documents:
+    length = min(dc.niah_max_len, dc.max_doc_len)
+    return [corpus.niah_document(tokenizer, length, 0.5, seed=s).text for s in (1, 2)]
+  return [d.text for d in documents[:2]]
+
+
+def train(config) -> str:
+  """Meta-trains D2L into config.workdir; returns the workdir."""
+  tc, dc = config.train, config.data
+  check_targets(config)
   setup = d2l_model.build(config)
   paths = d2l_model.workdir_paths(config.workdir)
   documents = training_documents(setup, config, paths["cache"])
@@ -60,7 +84,7 @@ def train(config) -> str:
   log.info("D2L hypernetwork: %s parameters; base %s; %d documents, %d questions",
            f"{sum(x.size for x in jax.tree.leaves(jax.eval_shape(lambda: setup.init_params(0)))):,}",
            setup.base.config.name, len(documents), len(pairs))
-  targets = teacher.prepare(setup.base, pairs, dc, paths["cache"])
+  targets = teacher.prepare(setup.base, pairs, dc, paths["cache"], with_top_k=tc.loss == "distill")
   batches = DocBatches(documents, targets, pair_doc, setup.base.tokenizer,
                        docs_per_batch=dc.docs_per_batch, queries_per_doc=dc.queries_per_doc,
                        max_doc_len=dc.max_doc_len, chunk_counts=tc.chunk_counts, chunk_probs=tc.chunk_probs,
@@ -69,17 +93,19 @@ def train(config) -> str:
   mesh = sharding.make_mesh(dict(config.mesh))
   base_params = sharding.shard_base_params(setup.base.params, setup.base.module(), mesh)
   dtype = jnp.dtype(config.dtype)
-  optimizer = train_lib.make_optimizer(tc.lr, tc.steps, tc.warmup_frac, tc.weight_decay, tc.clip_norm,
-                                       tc.schedule, tc.grad_accum)
+  optimizer = d2l_model.optimizer(tc)
   loss_fn = train_lib.lm_loss_fn(setup.base.module(dtype, remat=tc.remat),
                                  d2l_model.hypernet_adapter_fn(setup, dtype),
-                                 d2l_model.l1_penalty(tc.l1_coef), distill=tc.loss == "distill")
+                                 d2l_model.l1_penalty(tc.l1_coef), distill=tc.loss == "distill",
+                                 neftune_alpha=tc.neftune_alpha)
+  probe = diagnostics.make_probe(setup, probe_documents(config, setup.base.tokenizer, documents),
+                                 dc.max_doc_len)
   writer = MetricWriter(paths["logs"])
   train_lib.run(loss_fn=loss_fn, optimizer=optimizer, init_params=lambda: setup.init_params(tc.seed),
                 batches=batches, steps=tc.steps, directory=paths["checkpoints"],
                 config_json=saved_config(config, setup), resume_keys=d2l_model.RESUME_KEYS, seed=tc.seed,
                 mesh=mesh, base_params=base_params, writer=writer, desc="d2l", log_every=tc.log_every,
-                ckpt_every=tc.ckpt_every, keep=tc.keep_checkpoints)
+                ckpt_every=tc.ckpt_every, keep=tc.keep_checkpoints, probe=probe)
   writer.close()
   return config.workdir
 

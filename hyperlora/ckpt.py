@@ -34,13 +34,18 @@ def read_config(directory: str, step: int | None = None) -> dict:
     return dict(mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"])
 
 
-def restore(mngr: ocp.CheckpointManager, like_state):
-  """The newest readable checkpoint, laid out like `like_state` (same shapes, dtypes and
-  shardings: restoring onto a different mesh works). A damaged newest checkpoint is skipped, with
-  a warning, in favour of the one before. None when there is nothing to restore.
+def restore(mngr: ocp.CheckpointManager, like_state, step: int | None = None):
+  """The newest readable checkpoint (or the one of `step`), laid out like `like_state` (same
+  shapes, dtypes and shardings: restoring onto a different mesh works). A damaged newest checkpoint
+  is skipped, with a warning, in favour of the one before. None when there is nothing to restore.
   """
   target = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state)
   steps = sorted(mngr.all_steps(), reverse=True)
+  if step is not None:
+    if step not in steps:
+      raise FileNotFoundError(f"no checkpoint of step {step} in {mngr.directory}; it holds steps "
+                              f"{sorted(steps)}")
+    steps = [step]
   for step in steps:
     try:
       restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
@@ -87,15 +92,15 @@ def check_resumable(mngr: ocp.CheckpointManager, saved: dict, keys: dict[str, st
                        f"or the original config")
 
 
-def restore_params(directory: str, abstract_params, train_config) -> dict:
-  """Trainable params of the latest finished checkpoint in `directory` (optimizer state skipped
-  after reading)."""
+def restore_params(directory: str, abstract_params, train_config, step: int | None = None) -> dict:
+  """Trainable params of the latest finished checkpoint in `directory`, or of `step` (optimizer
+  state skipped after reading)."""
   from hyperlora import train as train_lib
 
   optimizer = train_lib.make_optimizer(train_config.lr, 1, grad_accum=train_config.get("grad_accum", 1))
   abstract = jax.eval_shape(lambda p: train_lib.init_state(p, optimizer, 0), abstract_params)
   mngr = manager(directory)
-  state = restore(mngr, abstract)
+  state = restore(mngr, abstract, step)
   mngr.close()
   if state is None:
     raise FileNotFoundError(f"no finished checkpoint in {directory!r}")

@@ -28,11 +28,12 @@ def distillation_loss(logits: jax.Array, teacher_ids: jax.Array, teacher_logprob
   """Per-example -sum_{j in top-k} p_T(j) log q_S(j), averaged over answer tokens: [batch].
 
   logits [batch, n, vocab] (student); teacher_ids / teacher_logprobs [batch, n, k] (the teacher's
-  top-k, cached); mask [batch, n]. The teacher's top-k probabilities are renormalised to sum to 1.
+  top-k, cached); mask [batch, n]. As the reference, the teacher's top-k probabilities are used as they are
+  (exp of its full-vocabulary log-probs), not renormalised over the k.
   """
   log_q = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
   log_q_top = jnp.take_along_axis(log_q, teacher_ids, axis=-1)  # [batch, n, k]
-  p_teacher = jax.nn.softmax(teacher_logprobs.astype(jnp.float32), axis=-1)
+  p_teacher = jnp.exp(teacher_logprobs.astype(jnp.float32))  # not renormalised over the k
   per_token = -(p_teacher * log_q_top).sum(-1)
   return (per_token * mask).sum(-1) / jnp.maximum(mask.sum(-1), 1.0)
 

@@ -30,6 +30,9 @@ RULES = (
     ("norm", None),
     ("hyper_in", "fsdp"),  # hypernetwork heads: [head_in, r (d_in + d_out)]
     ("hyper_out", "tensor"),
+    ("hyper_latent", "fsdp"),  # D2L Perceiver: latent width, MLP width, attention heads
+    ("hyper_mlp", "tensor"),
+    ("hyper_heads", "tensor"),
 )
 
 

@@ -33,17 +33,29 @@ class TrainState:
   rng: jax.Array
 
 
+def decay_mask(no_decay: tuple[str, ...]):
+  """params -> a pytree of bools: True where weight decay applies, i.e. where no fragment of
+  `no_decay` occurs in the parameter's path (e.g. 'norm' exempts every norm scale)."""
+  def mask(params):
+    def decays(path, _):
+      name = "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path).lower()
+      return not any(fragment in name for fragment in no_decay)
+    return jax.tree_util.tree_map_with_path(decays, params)
+  return mask
+
+
 def make_optimizer(lr: float, total_steps: int, warmup_frac: float = 0.2, weight_decay: float = 0.01,
-                   clip_norm: float = 1.0, schedule: str = "linear",
-                   grad_accum: int = 1) -> optax.GradientTransformation:
+                   clip_norm: float = 1.0, schedule: str = "linear", grad_accum: int = 1,
+                   no_decay: tuple[str, ...] = ()) -> optax.GradientTransformation:
   """AdamW with linear warmup then linear (reference T2L) or cosine (reference D2L) decay.
 
   grad_accum > 1 averages gradients over that many train steps (micro-batches) per update;
-  total_steps counts train steps, the schedule counts updates.
+  total_steps counts train steps, the schedule counts updates. Parameters whose path contains a
+  fragment of `no_decay` get no weight decay (the optimizer state has the same shape either way).
   """
   if grad_accum > 1:
     inner = make_optimizer(lr, max(1, total_steps // grad_accum), warmup_frac, weight_decay, clip_norm,
-                           schedule)
+                           schedule, no_decay=no_decay)
     return optax.MultiSteps(inner, every_k_schedule=grad_accum)
   warmup = max(1, int(warmup_frac * total_steps))
   if schedule == "linear":
@@ -55,7 +67,7 @@ def make_optimizer(lr: float, total_steps: int, warmup_frac: float = 0.2, weight
   else:
     raise ValueError(f"unknown schedule {schedule!r}; choose 'linear' or 'cosine'")
   return optax.chain(optax.clip_by_global_norm(clip_norm),
-                     optax.adamw(lr_schedule, weight_decay=weight_decay))
+                     optax.adamw(lr_schedule, weight_decay=weight_decay, mask=decay_mask(no_decay)))
 
 
 def init_state(params: dict, optimizer: optax.GradientTransformation, seed: int) -> TrainState:
@@ -93,18 +105,30 @@ def direct_adapter_fn(scale: float) -> AdapterFn:
   return lambda params, base_params, batch, rng, deterministic: LoRA(params, scale)
 
 
+def neftune_noise(rng, shape, alpha: float) -> jax.Array:
+  """NEFTune (Jain et al. 2023, as transformers applies it): uniform noise of magnitude
+  alpha / sqrt(seq * hidden) on the input embeddings [batch, seq, hidden]."""
+  return jax.random.uniform(rng, shape, jnp.float32, -1.0, 1.0) * (alpha / math.sqrt(shape[1] * shape[2]))
+
+
 def lm_loss_fn(base_model, adapter_fn: AdapterFn, aux_loss_fn=None, label_smoothing: float = 0.0,
-               distill: bool = False):
+               distill: bool = False, neftune_alpha: float = 0.0):
   """loss(params, base_params, batch, rng, deterministic) -> (scalar, metrics).
 
   distill: the batch carries the teacher's top-k (teacher_ids, teacher_logprobs) per answer token and
-  the loss is -sum_j p_T(j) log q_S(j); otherwise cross-entropy on target_ids.
+  the loss is -sum_j p_T(j) log q_S(j); otherwise cross-entropy on target_ids. neftune_alpha > 0
+  adds NEFTune noise to the input embeddings when not deterministic.
   """
 
   def loss_fn(params, base_params, batch, rng, deterministic):
+    noise = None
+    if neftune_alpha and not deterministic:
+      rng, noise_rng = jax.random.split(rng)
+      shape = batch["tokens"].shape + (base_model.config.hidden_size,)
+      noise = neftune_noise(noise_rng, shape, neftune_alpha)
     lora = adapter_fn(params, base_params, batch, rng, deterministic)
     logits = base_model.apply({"params": base_params}, batch["tokens"], batch["attention_mask"],
-                              lora=lora, logits_at=batch["target_index"]).logits
+                              lora=lora, logits_at=batch["target_index"], embed_noise=noise).logits
     # The plain NLL shows progress (smoothing adds a large vocabulary-wide term).
     nll = answer_cross_entropy(logits, batch["target_ids"], batch["target_mask"]).mean()
     if distill:
@@ -231,11 +255,12 @@ def jit_train_step(loss_fn, optimizer, mesh=None, state_shardings=None, base_par
 def fit(*, loss_fn, optimizer, state: TrainState, base_params, batches: Callable[[int], dict],
         total_steps: int, mngr=None, config_json: dict | None = None, writer=None,
         log_every: int = 10, ckpt_every: int = 100, desc: str = "train", mesh=None,
-        state_shardings=None, rules=None) -> TrainState:
+        state_shardings=None, rules=None, probe=None) -> TrainState:
   """Runs train steps from state.step to total_steps with progress, metrics and checkpoints.
 
   `batches(step)` must be a pure function of the step (this process's rows of the global batch),
-  so resuming needs no iterator state.
+  so resuming needs no iterator state. `probe(params, base_params) -> metrics`, when given, is
+  logged with the training metrics every log step (e.g. D2L's document-dependence probe).
   """
   from tqdm.auto import tqdm
 
@@ -259,6 +284,8 @@ def fit(*, loss_fn, optimizer, state: TrainState, base_params, batches: Callable
         metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
         check_finite(metrics, done)
         metrics.update(throughput.report())
+        if probe is not None:
+          metrics.update({k: float(v) for k, v in jax.device_get(probe(state.params, base_params)).items()})
         bar.set_postfix(loss=f"{metrics['loss']:.4f}", tok_s=f"{metrics['tokens_per_s']:.0f}")
         if writer is not None:
           writer.write(done, metrics, prefix=desc)
@@ -278,7 +305,7 @@ def fit(*, loss_fn, optimizer, state: TrainState, base_params, batches: Callable
 def run(*, loss_fn, optimizer, init_params: Callable[[], dict], batches, steps: int, directory: str,
         config_json: dict, resume_keys: dict[str, str], seed: int, mesh=None, base_params=None,
         writer=None, desc: str = "train", log_every: int = 10, ckpt_every: int = 100,
-        keep: int = 2) -> TrainState:
+        keep: int = 2, probe=None) -> TrainState:
   """Creates the (sharded) state, or resumes the newest checkpoint in `directory` after checking
   that it was written by a compatible config (`resume_keys`), then fits to `steps`."""
   from hyperlora import ckpt
@@ -292,7 +319,7 @@ def run(*, loss_fn, optimizer, init_params: Callable[[], dict], batches, steps: 
     state = restored
   state = fit(loss_fn=loss_fn, optimizer=optimizer, state=state, base_params=base_params, batches=batches,
               total_steps=steps, mngr=mngr, config_json=config_json, writer=writer, log_every=log_every,
-              ckpt_every=ckpt_every, desc=desc, mesh=mesh, state_shardings=state_shardings)
+              ckpt_every=ckpt_every, desc=desc, mesh=mesh, state_shardings=state_shardings, probe=probe)
   mngr.close()
   return state
 

@@ -37,7 +37,7 @@ def trained(tiny_model, tmp_path_factory):
 
   path, _ = tiny_model("llama")
   config = tiny_config(path, str(tmp_path_factory.mktemp("d2l")))
-  config.train.steps = 60
+  config.train.steps, config.train.lr = 100, 3e-3  # a faster start than the config's, for the margins
   train(config)
   return path, config
 
@@ -55,8 +55,9 @@ def batch_losses(setup, config, params_list, steps=range(4)) -> list[float]:
                        chunk_counts=tc.chunk_counts, chunk_probs=tc.chunk_probs,
                        min_chunk_len=tc.min_chunk_len, seed=tc.seed)
   loss_fn = jax.jit(train_lib.lm_loss_fn(setup.base.module(), d2l_model.hypernet_adapter_fn(setup), distill=True))
-  return [float(np.mean([loss_fn(params, setup.base.params, batches(s), None, True)[0] for s in steps]))
-          for params in params_list]
+  losses = [float(np.mean([loss_fn(params, setup.base.params, batches(s), None, True)[0] for s in steps]))
+             for params in params_list]
+  return losses
 
 
 def held_out_losses(internalizer, config, n_docs: int = 6) -> dict:
@@ -82,9 +83,11 @@ def test_distillation_lowers_loss_and_adapter_beats_base(trained):
   internalizer = Internalizer(config.workdir)
   setup = internalizer.setup
   before, after = batch_losses(setup, config, [setup.init_params(config.train.seed), internalizer.params])
-  assert after < before - 0.05, (before, after)
+  # Relative margins: the teacher's top-k probabilities are used unnormalised (as the reference),
+  # so the loss's scale is the top-k's share of the teacher's mass.
+  assert after < 0.95 * before, (before, after)
   result = held_out_losses(internalizer, config)
-  assert result["adapter"] < result["none"] - 0.03, result
+  assert result["adapter"] < 0.985 * result["none"], result
 
 
 def test_training_adapters_equal_chunked_internalization(trained):
@@ -148,20 +151,77 @@ def test_cli_internalize_and_ask(trained, tmp_path, rng, capsys):
   assert code == 2 and "no checkpoint directory" in err
 
 
-def test_eval_table_has_every_method(trained, tmp_path):
+def test_eval_tables_have_every_method_and_the_control(trained, tmp_path):
   from d2l_jax.evaluate import evaluate
 
   path, config = trained
   result = evaluate(config.workdir, str(tmp_path / "eval.json"), overrides={"documents": 2})
   methods = [row["method"] for row in result["qa"]]
   assert methods == ["base model, no document", "document in context (ICL)", "context distillation LoRA",
-                     "D2L adapter"]
+                     "D2L adapter", "D2L, another document's adapter (control)", "D2L minus control"]
   by_method = {row["method"]: row for row in result["qa"]}
-  for row in result["qa"]:
-    assert 0.0 <= row["F1"] <= 1.0 and row["answer s/doc"] > 0 and row["peak program MB"] > 0
-  # Context state: ICL keeps the document's KV cache, D2L an adapter of rank (K + 1) r, base nothing.
-  assert by_method["base model, no document"]["context state MB"] == 0.0
-  assert by_method["D2L adapter"]["context state MB"] > 0 and by_method["document in context (ICL)"]["context state MB"] > 0
-  assert by_method["context distillation LoRA"]["documents"] == config.eval.cd_documents
-  assert [list(r)[1:] for r in result["niah"]] == [["1x (96 tok)", "2x (192 tok)"]] * 3
+  # D2L and its control on held-out and training documents, in both phrasings; the rest held-out only.
+  for name in ("D2L adapter", "D2L, another document's adapter (control)", "D2L minus control"):
+    assert all(by_method[name][c] != "-" for c in by_method[name] if c != "method")
+  assert by_method["base model, no document"]["training test F1"] == "-"
+  per_doc = result["per_document"]
+  assert len(per_doc["d2l/held-out/test"]["f1"]) == 2 and len(per_doc["control/training/study"]["f1"]) == 2
+  assert len(per_doc["cd/held-out/test"]["f1"]) == config.eval.cd_documents
+  mean, low, high = (float(x) for x in by_method["D2L adapter"]["held-out test F1"].replace("[", "").replace(
+      "]", "").replace(",", "").split())
+  assert low <= mean <= high and 0.0 <= low and high <= 1.0
+  cost = {row["method"]: row for row in result["cost"]}
+  assert cost["base model, no document"]["context state MB"] == 0.0
+  assert cost["D2L adapter"]["context state MB"] > 0 and cost["document in context (ICL)"]["context state MB"] > 0
+  assert all(row["answer s/doc"] > 0 and row["peak program MB"] > 0 for row in result["cost"])
+  assert [r["method"] for r in result["niah"]] == [
+      "base model, no document", "document in context (ICL)", "D2L adapter",
+      "D2L, another document's adapter (control)", "D2L minus control"]
+  assert list(result["niah"][0])[1:] == ["1x (96 tok)", "2x (192 tok)"]
   assert json.loads((tmp_path / "eval.json").read_text())["qa"] == result["qa"]
+  markdown = (tmp_path / "eval.md").read_text()
+  assert "| D2L minus control |" in markdown and "Needle in a haystack" in markdown
+
+
+def test_d2l_reads_the_document(tiny_model, tmp_path):
+  """The test that would have caught D2L ignoring documents: eight haystacks of one length with the
+  needle at one depth, so they differ only in the number and share the question. Trained with the
+  tiny config (gold numbers, cross-entropy: the reference's NIAH setting), each haystack's own
+  adapter must give its number (>= 0.9), while the control, the adapter of another haystack,
+  gives the other number (at chance: each haystack's number differs). On the code before this test
+  (lr 1e-2, gold answers scored by the teacher's top-k) both were at chance."""
+  from d2l_jax.train import train, training_documents
+
+  path, _ = tiny_model("llama")
+  config = tiny_config(path, str(tmp_path / "niah"))
+  config.data.update(train_documents=0, niah_documents=8, niah_min_len=64, niah_max_len=64,
+                     niah_train_depths=(0.5,), queries_per_doc=1, max_doc_len=96, responses="gold")
+  config.train.update(loss="ce", steps=600, chunk_counts=(1,), chunk_probs=(1.0,), log_every=100,
+                      ckpt_every=600)
+  train(config)
+  internalizer = Internalizer(config.workdir)
+  docs = training_documents(internalizer.setup, config, None)
+  numbers = [d.test[0].answers[0] for d in docs]
+  assert len(set(numbers)) == len(docs) and len({len(d.text) for d in docs}) == 1
+  adapters = [internalizer(d.text, chunk_len=4096) for d in docs]
+  question = docs[0].test[0].question
+  answer = lambda lora: teacher.greedy_answers(internalizer.base, [question], None, 8, 1, lora)[0]
+  own = np.mean([n in answer(adapters[i]) for i, n in enumerate(numbers)])
+  control = np.mean([n in answer(adapters[(i + 1) % len(docs)]) for i, n in enumerate(numbers)])
+  assert own >= 0.9 and control <= 0.125, (own, control)
+  logged = [json.loads(line) for line in open(os.path.join(config.workdir, "logs", "metrics.jsonl"))]
+  assert logged[-1]["probe_rel_diff"] > 0.05 and logged[-1]["doc_share"] > 0.05  # the probe sees it too
+
+
+def test_learning_curve_over_checkpoints(trained, tmp_path):
+  from d2l_jax.evaluate import learning_curve
+
+  path, config = trained
+  rows = learning_curve(config.workdir, [90, 100], str(tmp_path / "curve.json"), {"documents": 2})
+  assert [r["step"] for r in rows] == [90, 100]
+  for row in rows:
+    assert row["probe_rel_diff"] >= 0 and "held-out test F1: D2L minus control" in row
+    assert {"NIAH 1x D2L", "NIAH 1x control", "NIAH 2x D2L"} <= set(row)
+  assert (tmp_path / "curve.md").read_text().startswith("| step |")
+  with pytest.raises(FileNotFoundError, match="no checkpoint of step 7"):
+    learning_curve(config.workdir, [7])

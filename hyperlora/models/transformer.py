@@ -175,7 +175,8 @@ class Transformer(nn.Module):
 
   @nn.compact
   def __call__(self, tokens, attention_mask=None, positions=None, lora=None, cache=None,
-               return_hidden_states=False, only_last_logits=False, logits_at=None) -> Output:
+               return_hidden_states=False, only_last_logits=False, logits_at=None,
+               embed_noise=None) -> Output:
     """tokens [batch, seq] int; attention_mask [batch, seq] (1 = real token, 0 = padding).
 
     logits_at [batch, k] (positions) computes logits only there: training needs them on answer
@@ -183,6 +184,8 @@ class Transformer(nn.Module):
 
     positions default to the count of real tokens before each one (left padding works); with a
     cache they continue from the cached tokens.
+
+    embed_noise [batch, seq, hidden] is added to the token embeddings (NEFTune in training).
     """
     c = self.config
     batch, seq = tokens.shape
@@ -207,6 +210,8 @@ class Transformer(nn.Module):
                      embedding_init=nn.with_logical_partitioning(
                          nn.initializers.normal(0.02), ("vocab", "embed")), name="embed_tokens")
     h = embed(tokens)  # [batch, seq, hidden]
+    if embed_noise is not None:
+      h = h + embed_noise.astype(h.dtype)
     if c.scale_embeddings:
       h = h * jnp.asarray(c.hidden_size**0.5, self.dtype)
     embedded = h

@@ -1,0 +1,32 @@
+"""D2L at the reference's sizes for Gemma-2-2b-it, for accelerator runs (TPU pod / GPU cluster).
+
+The reference's main setting: features of every layer but the last (26 maps of 2304), one Perceiver
+shared across layers (latent 512, 8 latents, 9 cross-attention blocks, 16 heads of 128, 4 KV heads),
+LoRA r = 8 on down_proj in all 26 layers, alpha = 2 r^1.5; documents in K ~ {1: .5, 2: .125, 3..8:
+.0625} chunks of 25..512 tokens in training and 8192-token chunks in evaluation; the teacher's own
+greedy answers distilled from its top-16, L1 0.1 on the generated factors, AdamW 4e-5 with cosine
+decay and NEFTune alpha 5. The Perceiver's parameters carry logical axis names (`hyper_latent` ->
+fsdp, `hyper_mlp` / `hyper_heads` -> tensor), so an fsdp mesh shards them.
+
+  d2l train --config configs/d2l/gemma2_2b.py --config.base_model=/path/to/gemma-2-2b-it \\
+      --config.data.corpus=squad --config.data.squad_file=/path/to/train-v1.1.json
+"""
+
+from d2l_jax.config import base_config
+
+
+def get_config():
+  c = base_config()
+  c.base_model = ""  # A local Hugging Face directory of google/gemma-2-2b-it: set on the command line.
+  c.workdir = "runs/d2l_gemma2_2b"
+  c.dtype = "bfloat16"
+  c.features = "all_but_last"
+  c.hypernet.update(modules=("down_proj",), rank=8, shared_perceiver=True, latent=512, n_latents=8,
+                    num_blocks=9, heads=16, kv_heads=4, head_dim=128)
+  c.data.update(docs_per_batch=8, queries_per_doc=2, max_doc_len=2048, max_len=512,
+                max_teacher_len=2560, max_answer=64, responses="teacher", top_k=16)
+  c.train.update(steps=20000, lr=4e-5, warmup_frac=0.005, schedule="cosine", loss="distill",
+                 l1_coef=0.1, neftune_alpha=5.0, min_chunk_len=25, remat=True, ckpt_every=500)
+  c.mesh.update(data=-1, fsdp=8, tensor=1)
+  c.eval.update(chunk_len=8192, niah_chunk_len=1024)
+  return c
