@@ -17,6 +17,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from jinja2.exceptions import TemplateError  # chat templates are jinja2 (a transformers dependency)
 
 from hyperlora.models.layers import RMSNorm
 
@@ -44,7 +45,7 @@ def wrap_document(tokenizer, document: str) -> str:
   try:
     return tokenizer.apply_chat_template([{"role": "system", "content": ""}] + user, tokenize=False,
                                          add_generation_prompt=True)
-  except Exception:  # jinja2's TemplateError: "System role not supported"
+  except TemplateError:  # e.g. "System role not supported"
     return tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
 
 
