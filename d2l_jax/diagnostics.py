@@ -2,7 +2,7 @@
 
 For an adapter of rank r, |dW|_F = scale * sqrt(sum (A A^T) * (B^T B)) uses only r x r Gram matrices,
 so the norm of dW = scale * B A ([d_out, d_in] per layer) is never materialised. The difference of
-two adapters is one adapter of rank 2r ([A_1; A_2], [B_1, -B_2]).
+two adapters is one adapter of rank 2r ([A_1; A_2], [B_1, -B_2]; `lora.concat_rank`).
 """
 
 from __future__ import annotations
@@ -25,12 +25,9 @@ def dw_norm(lora: lora_lib.LoRA) -> jax.Array:
 
 
 def difference(x: lora_lib.LoRA, y: lora_lib.LoRA) -> lora_lib.LoRA:
-  """An adapter whose dW is dW_x - dW_y (rank r_x + r_y); both must share a scale."""
-  if x.scale != y.scale:
-    raise ValueError("adapters must share a scale")
-  return lora_lib.LoRA({m: {"A": jnp.concatenate([w["A"], y.weights[m]["A"]], -2),
-                            "B": jnp.concatenate([w["B"], -y.weights[m]["B"]], -1)}
-                        for m, w in x.weights.items()}, x.scale)
+  """An adapter whose dW is dW_x - dW_y: x and y with its B negated, concatenated along rank."""
+  negated = y.replace(weights={m: {"A": w["A"], "B": -w["B"]} for m, w in y.weights.items()})
+  return lora_lib.concat_rank([x, negated])
 
 
 def relative_difference(x: lora_lib.LoRA, y: lora_lib.LoRA) -> jax.Array:

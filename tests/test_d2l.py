@@ -163,3 +163,17 @@ def test_mean_chunk_scaling_and_per_layer_perceivers(setup):
   feats = jnp.zeros((loaded.config.num_layers, 5, loaded.config.hidden_size))
   per_layer = nn.unbox(D2LHypernet(separate).init(jax.random.key(0), feats)["params"])["perceiver"]["latents"]
   assert per_layer.shape == (loaded.config.num_layers,) + params["perceiver"]["latents"].shape
+
+
+def test_probe_norms_equal_the_materialised_deltas():
+  """dw_norm (from r x r Gram matrices) and difference (rank concatenation) give |dW| and
+  |dW_x - dW_y| of the materialised scale * B @ A."""
+  from d2l_jax.diagnostics import difference, dw_norm
+
+  keys = jax.random.split(jax.random.key(0), 4)
+  make = lambda ka, kb: lora_lib.LoRA({"down_proj": {"A": jax.random.normal(ka, (3, 2, 5)),
+                                                     "B": jax.random.normal(kb, (3, 4, 2))}}, 7.0)
+  x, y = make(*keys[:2]), make(*keys[2:])
+  dw = lambda l: l.scale * jnp.einsum("lor,lri->loi", l.weights["down_proj"]["B"], l.weights["down_proj"]["A"])
+  np.testing.assert_allclose(dw_norm(x), jnp.linalg.norm(dw(x)), rtol=1e-5)
+  np.testing.assert_allclose(dw_norm(difference(x, y)), jnp.linalg.norm(dw(x) - dw(y)), rtol=1e-5)
