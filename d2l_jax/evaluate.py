@@ -22,9 +22,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import hyperlora
+from hyperlora import ckpt
 from hyperlora import generate as gen
 from hyperlora.metrics import bootstrap_ci, markdown_table, print_table, with_ci
 from d2l_jax import context, corpus, scoring, squad, teacher
+from d2l_jax import model as d2l_model
 from d2l_jax.internalize import Internalizer
 from d2l_jax.train import ContextDistillation, question_pairs
 
@@ -236,14 +239,14 @@ def niah_table(harness: Harness, methods) -> list[dict]:
 
 
 def evaluate(workdir: str, out_json: str | None = None, methods=METHODS, niah: bool = True,
-             overrides: dict | None = None, step: int | None = None) -> dict:
+             overrides: dict | None = None, step: int | None = None, base=None) -> dict:
   """The tables for a `d2l train` workdir (its latest checkpoint, or that of `step`); `overrides`
   replace fields of its config.eval. With out_json, writes the JSON (per-document scores included)
-  and the tables as Markdown beside it."""
+  and the tables as Markdown beside it. `base`: the loaded base model, to reuse across calls."""
   unknown = sorted(set(methods) - set(METHODS))
   if unknown:
     raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
-  harness = Harness(Internalizer(workdir, step=step))
+  harness = Harness(Internalizer(workdir, base=base, step=step))
   harness.config.eval.update(overrides or {})
   ec = harness.config.eval
   held_out = eval_documents(harness.config, harness.cache_dir)
@@ -281,9 +284,11 @@ def learning_curve(workdir: str, steps: list[int], out_json: str | None = None,
     for line in f:
       record = json.loads(line)
       logged[record["step"]] = record
+  saved = ckpt.read_config(d2l_model.workdir_paths(workdir)["checkpoints"])
+  base = hyperlora.load(saved["base_model"])  # loaded once for every checkpoint
   rows = []
   for step in steps:
-    result = evaluate(workdir, methods=("d2l",), overrides=overrides, step=step)
+    result = evaluate(workdir, methods=("d2l",), overrides=overrides, step=step, base=base)
     qa = {r["method"]: r for r in result["qa"]}
     row = {"step": step, "probe_rel_diff": logged.get(step, {}).get("probe_rel_diff", float("nan")),
            "doc_share": logged.get(step, {}).get("doc_share", float("nan"))}
