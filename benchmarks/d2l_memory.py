@@ -7,7 +7,8 @@ values of every layer, bf16) and the D2L adapter (down_proj, r=8 per chunk, rank
 for chunk lengths 1024 (the reference's NIAH evaluation) and 8192 (its QA evaluation).
 "Measured" rows allocate the real arrays (our KVCache and a real internalised SmolLM2 adapter, cast
 to bf16) and count their bytes; beyond --measure-up-to (or for Gemma-2-2b, whose weights are not
-here) the bytes are computed from the shapes (the KV formula is checked against the measured arrays).
+here) the bytes are computed from the shapes (the KV formula is checked against the measured
+arrays).
 """
 
 from __future__ import annotations
@@ -17,30 +18,35 @@ import math
 
 import jax
 import jax.numpy as jnp
-
-import hyperlora
-from hyperlora.models.config import ModelConfig
-from hyperlora.models.transformer import KVCache
-from d2l_jax import corpus
-from d2l_jax import model as d2l_model
-from d2l_jax.evaluate import array_mb, kv_cache_mb
-from hyperlora.cli_config import load_config_file
-
 from report import write
 
-GEMMA2_2B = ModelConfig(family="gemma2", vocab_size=256000, hidden_size=2304, intermediate_size=9216,
-                        num_layers=26, num_heads=8, num_kv_heads=4, head_dim=256, name="gemma-2-2b shapes")
+import hyperlora
+from d2l_jax import corpus
+from d2l_jax import model as d2l_model
+from hyperlora.cli_config import load_config_file
+from hyperlora.memory import array_mb, kv_cache_mb, lora_mb
+from hyperlora.models.config import ModelConfig
+from hyperlora.models.transformer import KVCache
+
+GEMMA2_2B = ModelConfig(
+  family="gemma2",
+  vocab_size=256000,
+  hidden_size=2304,
+  intermediate_size=9216,
+  num_layers=26,
+  num_heads=8,
+  num_kv_heads=4,
+  head_dim=256,
+  name="gemma-2-2b shapes",
+)
 LENGTHS = (4096, 8192, 16384, 32768, 65536, 131072)
 BF16 = 2
 
 
-def adapter_bytes(c: ModelConfig, tokens: int, chunk: int, rank: int = 8) -> int:
-  d_in, d_out = c.projection_dims("down_proj")
-  return c.num_layers * (math.ceil(tokens / chunk) + 1) * rank * (d_in + d_out) * BF16
-
-
 def main():
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   parser.add_argument("--measure-up-to", type=int, default=16384)
   parser.add_argument("--config", default="../configs/d2l/smollm2_synthetic.py")
   args = parser.parse_args()
@@ -52,8 +58,11 @@ def main():
   for model_config in (base.config, GEMMA2_2B):
     for tokens in LENGTHS:
       measure = model_config is base.config and tokens <= args.measure_up_to
-      row = {"model": model_config.name or model_config.family, "doc tokens": tokens,
-             "how": "measured" if measure else "computed"}
+      row = {
+        "model": model_config.name or model_config.family,
+        "doc tokens": tokens,
+        "how": "measured" if measure else "computed",
+      }
       if measure:
         cache = KVCache.init(base.config, 1, tokens, jnp.bfloat16)
         row["KV cache MB"] = array_mb((cache.k, cache.v))
@@ -64,9 +73,13 @@ def main():
         if measure:
           doc = corpus.niah_document(base.tokenizer, tokens - 64, 0.5, seed=0).text
           lora = setup.internalize(params, doc, chunk)
-          row[f"adapter MB (chunk {chunk})"] = array_mb(jax.tree.map(lambda x: x.astype(jnp.bfloat16), lora.weights))
+          row[f"adapter MB (chunk {chunk})"] = array_mb(
+            jax.tree.map(lambda x: x.astype(jnp.bfloat16), lora.weights)
+          )
         else:
-          row[f"adapter MB (chunk {chunk})"] = adapter_bytes(model_config, tokens, chunk) / 1e6
+          row[f"adapter MB (chunk {chunk})"] = lora_mb(
+            model_config, ("down_proj",), (math.ceil(tokens / chunk) + 1) * 8, BF16
+          )
       row["KV / adapter (chunk 8192)"] = row["KV cache MB"] / row["adapter MB (chunk 8192)"]
       rows.append(row)
   write("d2l_memory", rows, {"dtype": "bfloat16", "rank_per_chunk": 8, "modules": ["down_proj"]})

@@ -12,16 +12,17 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+from report import median_seconds, write
 
 import hyperlora
-from hyperlora import checkpoints
+from hyperlora import base_weights
 from hyperlora import lora as lora_lib
-
-from report import median_seconds, write
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--seq", type=int, default=128)
   parser.add_argument("--repeats", type=int, default=5)
@@ -40,27 +41,43 @@ def main():
     return model.apply({"params": params}, tokens, lora=lora).logits
 
   def jax_time(lora):
-    return median_seconds(lambda: forward(loaded.params, tokens_jax, lora).block_until_ready(),
-                          args.repeats)
+    return median_seconds(
+      lambda: forward(loaded.params, tokens_jax, lora).block_until_ready(), args.repeats
+    )
 
   key = jax.random.key(0)
-  per_example = lora_lib.init(key, loaded.config, ["q_proj", "v_proj"], 8, lora_lib.rslora_scale(16, 8),
-                              batch=args.batch, b_std=0.01)
+  per_example = lora_lib.init(
+    key,
+    loaded.config,
+    ["q_proj", "v_proj"],
+    8,
+    lora_lib.rslora_scale(16, 8),
+    batch=args.batch,
+    b_std=0.01,
+  )
   shared = per_example.example(0)
   base_s = jax_time(None)
   rows = [{"impl": "jax", "lora": "none", "seconds": base_s, "tokens/s": n_tokens / base_s}]
   for name, lora in (("shared r=8 q,v", shared), ("per-example r=8 q,v", per_example)):
     seconds = jax_time(lora)
-    rows.append({"impl": "jax", "lora": name, "seconds": seconds, "tokens/s": n_tokens / seconds,
-                 "overhead vs none": f"{100 * (seconds / base_s - 1):+.1f}%"})
+    rows.append(
+      {
+        "impl": "jax",
+        "lora": name,
+        "seconds": seconds,
+        "tokens/s": n_tokens / seconds,
+        "overhead vs none": f"{100 * (seconds / base_s - 1):+.1f}%",
+      }
+    )
 
   if not args.skip_torch:
     import torch
     import transformers
 
-    path = checkpoints.resolve(args.model)
+    path = base_weights.resolve(args.model)
     reference = transformers.AutoModelForCausalLM.from_pretrained(
-        os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32).eval()
+      os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32
+    ).eval()
     ids = torch.tensor(tokens)
 
     def torch_forward():
@@ -68,11 +85,21 @@ def main():
         reference(ids)
 
     seconds = median_seconds(torch_forward, args.repeats)
-    rows.append({"impl": "torch", "lora": "none", "seconds": seconds, "tokens/s": n_tokens / seconds,
-                 "threads": torch.get_num_threads()})
+    rows.append(
+      {
+        "impl": "torch",
+        "lora": "none",
+        "seconds": seconds,
+        "tokens/s": n_tokens / seconds,
+        "threads": torch.get_num_threads(),
+      }
+    )
     rows[0]["speed vs torch"] = f"{seconds / base_s:.2f}x"
-  write("forward_throughput", rows, {"batch": args.batch, "seq": args.seq, "model": args.model,
-                                     "device": str(jax.devices()[0])})
+  write(
+    "forward_throughput",
+    rows,
+    {"batch": args.batch, "seq": args.seq, "model": args.model, "device": str(jax.devices()[0])},
+  )
 
 
 if __name__ == "__main__":

@@ -26,30 +26,47 @@ t2 = time.perf_counter()
 print(json.dumps({{"import_s": t1 - t0, "load_s": t2 - t1}}))
 """
 CASES = {
-    "hyperlora params": ("import jax, hyperlora; jax.numpy.zeros(1).block_until_ready()",
-                         "m = hyperlora.load('smollm2', with_tokenizer=False)"),
-    "hyperlora params+tokenizer": ("import jax, hyperlora; jax.numpy.zeros(1).block_until_ready()",
-                                   "m = hyperlora.load('smollm2')"),
-    "transformers GGUF": (
-        "import os, transformers; from hyperlora import checkpoints; p = checkpoints.resolve('smollm2')",
-        "m = transformers.AutoModelForCausalLM.from_pretrained(os.path.dirname(p), "
-        "gguf_file=os.path.basename(p))"),
+  "hyperlora params": (
+    "import jax, hyperlora; jax.numpy.zeros(1).block_until_ready()",
+    "m = hyperlora.load('smollm2', with_tokenizer=False)",
+  ),
+  "hyperlora params+tokenizer": (
+    "import jax, hyperlora; jax.numpy.zeros(1).block_until_ready()",
+    "m = hyperlora.load('smollm2')",
+  ),
+  "transformers GGUF": (
+    "import os, transformers; from hyperlora import base_weights; "
+    "p = base_weights.resolve('smollm2')",
+    "m = transformers.AutoModelForCausalLM.from_pretrained(os.path.dirname(p), "
+    "gguf_file=os.path.basename(p))",
+  ),
 }
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   parser.add_argument("--repeats", type=int, default=3)
   args = parser.parse_args()
   rows = []
   for name, (imports, load) in CASES.items():
     runs = []
     for _ in range(args.repeats):
-      out = subprocess.run([sys.executable, "-c", _SNIPPET.format(imports=imports, load=load)],
-                           capture_output=True, text=True, check=True)
+      out = subprocess.run(
+        [sys.executable, "-c", _SNIPPET.format(imports=imports, load=load)],
+        capture_output=True,
+        text=True,
+        check=True,
+      )
       runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    rows.append({"case": name, "load s (median)": statistics.median(r["load_s"] for r in runs),
-                 "import s (median)": statistics.median(r["import_s"] for r in runs)})
+    rows.append(
+      {
+        "case": name,
+        "load s (median)": statistics.median(r["load_s"] for r in runs),
+        "import s (median)": statistics.median(r["import_s"] for r in runs),
+      }
+    )
   write("load_time", rows, {"repeats": args.repeats})
 
 

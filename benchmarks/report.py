@@ -30,10 +30,14 @@ def write(name: str, rows: list[dict], meta: dict | None = None) -> str:
   print_table(rows, float_format=".4g")
   os.makedirs(RESULTS_DIR, exist_ok=True)
   path = os.path.join(RESULTS_DIR, f"{name}.json")
-  record = {"benchmark": name, "machine": platform.platform(), "cpus": os.cpu_count(),
-            "meta": meta or {}, "rows": rows}
+  record = {
+    "benchmark": name,
+    "machine": platform.platform(),
+    "cpus": os.cpu_count(),
+    "meta": meta or {},
+    "rows": rows,
+  }
   with open(path, "w") as f:
     json.dump(record, f, indent=2)
   print(f"wrote {path}")
   return path
-

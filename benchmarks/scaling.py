@@ -16,7 +16,9 @@ import sys
 import tempfile
 import time
 
-parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser = argparse.ArgumentParser(
+  description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+)
 parser.add_argument("--model", default="smollm2")
 parser.add_argument("--devices", type=int, default=8)
 parser.add_argument("--repeats", type=int, default=5)
@@ -29,8 +31,9 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 import hyperlora  # noqa: E402
-from hyperlora import ckpt, sharding  # noqa: E402
+from hyperlora import sharding  # noqa: E402
 from hyperlora import train as train_lib  # noqa: E402
+from hyperlora import train_checkpoints as ckpt  # noqa: E402
 from t2l_jax import model as t2l_model  # noqa: E402
 from t2l_jax import tasks as tasks_lib  # noqa: E402
 from t2l_jax.data import SFTBatches  # noqa: E402
@@ -44,11 +47,20 @@ spec = HyperSpec.for_model(loaded.config, "L", ["q_proj", "v_proj"])
 tasks = tasks_lib.generated_suite()[:16]
 rng = np.random.default_rng(0)
 embeddings = {t.name: rng.normal(size=(4, 384)).astype(np.float32) for t in tasks}
-batches = SFTBatches(tasks, embeddings, loaded.tokenizer, tasks_per_batch=args.batch, examples_per_task=1,
-                     max_len=80, seed=0, max_answer=24)
+batches = SFTBatches(
+  tasks,
+  embeddings,
+  loaded.tokenizer,
+  tasks_per_batch=args.batch,
+  examples_per_task=1,
+  max_len=80,
+  seed=0,
+  max_answer=24,
+)
 optimizer = train_lib.make_optimizer(1e-4, 100)
-loss_fn = train_lib.lm_loss_fn(loaded.module(), t2l_model.hypernet_adapter_fn(T2LHypernet(spec)),
-                               t2l_model.l2_penalty(1e-3), 0.1)
+loss_fn = train_lib.lm_loss_fn(
+  loaded.module(), t2l_model.hypernet_adapter_fn(T2LHypernet(spec)), t2l_model.l2_penalty(1e-3), 0.1
+)
 init = lambda: init_params_boxed(spec, 384, jax.random.key(0))
 
 rows = []
@@ -65,7 +77,9 @@ for n in (1, args.devices):
     jax.block_until_ready(metrics)
 
   seconds = median_seconds(run, args.repeats)
-  rows.append({"what": f"T2L-L step, mesh data={n}", "seconds": seconds, "examples/s": args.batch / seconds})
+  rows.append(
+    {"what": f"T2L-L step, mesh data={n}", "seconds": seconds, "examples/s": args.batch / seconds}
+  )
 # Strong scaling (same global batch): ideal N-device time is t1 / N.
 rows[-1]["scaling efficiency"] = rows[0]["seconds"] / (args.devices * rows[-1]["seconds"])
 
@@ -85,11 +99,19 @@ for mode in ("blocking", "async"):
     returned = time.perf_counter() - start
   mngr.wait_until_finished()
   done = time.perf_counter() - start
-  rows.append({"what": f"checkpoint save ({mode})", "seconds": returned, "until durable s": done,
-               "MB": nbytes / 1e6})
+  rows.append(
+    {
+      "what": f"checkpoint save ({mode})",
+      "seconds": returned,
+      "until durable s": done,
+      "MB": nbytes / 1e6,
+    }
+  )
   mngr.close()
 start = time.perf_counter()
 restored = ckpt.restore(ckpt.manager(directory), state)
 jax.block_until_ready(restored)
-rows.append({"what": "checkpoint restore", "seconds": time.perf_counter() - start, "MB": nbytes / 1e6})
+rows.append(
+  {"what": "checkpoint restore", "seconds": time.perf_counter() - start, "MB": nbytes / 1e6}
+)
 write("scaling", rows, {"model": args.model, "devices": args.devices, "batch": args.batch})

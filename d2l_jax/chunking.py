@@ -16,9 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from d2l_jax import context
 from hyperlora import lora as lora_lib
 from hyperlora.generate import left_pad
-from d2l_jax import context
 
 
 def split(token_ids: list[int], chunk_len: int, num_chunks: int | None = None) -> list[list[int]]:
@@ -60,8 +60,15 @@ def _encode(hypernet, params, features, mask):
   return hypernet.apply({"params": params}, features, mask)
 
 
-def internalize(loaded, hypernet, params, document: str, chunk_len: int,
-                which: str = "all_but_last", chunk_scaling: str = "none") -> lora_lib.LoRA:
+def internalize(
+  loaded,
+  hypernet,
+  params,
+  document: str,
+  chunk_len: int,
+  which: str = "all_but_last",
+  chunk_scaling: str = "none",
+) -> lora_lib.LoRA:
   """A document -> one adapter (rank (K + 1) r), encoding its chunks one at a time.
 
   chunk_scaling 'none' sums the chunks' deltas (the reference); 'mean' weighs each by 1 / K.
@@ -72,23 +79,32 @@ def internalize(loaded, hypernet, params, document: str, chunk_len: int,
   model = loaded.module()
   adapters, bias = [], None
   for row_tokens, row_mask in zip(tokens, mask):
-    feats = context.features(model, loaded.params, jnp.asarray(row_tokens)[None], jnp.asarray(row_mask)[None], which)
+    feats = context.features(
+      model, loaded.params, jnp.asarray(row_tokens)[None], jnp.asarray(row_mask)[None], which
+    )
     chunk_lora, bias = _encode(hypernet, params, feats[0], jnp.asarray(row_mask))
     adapters.append(chunk_lora)
   k = len(adapters)
-  return combine(lora_lib.stack(adapters), bias, jnp.full(k, 1.0 / k) if chunk_scaling == "mean" else None)
+  return combine(
+    lora_lib.stack(adapters), bias, jnp.full(k, 1.0 / k) if chunk_scaling == "mean" else None
+  )
 
 
-def chunk_tokens(tokenizer, document: str, chunk_len: int, num_chunks: int | None = None,
-                 width: int | None = None):
+def chunk_tokens(
+  tokenizer, document: str, chunk_len: int, num_chunks: int | None = None, width: int | None = None
+):
   """The document's chunks, each wrapped as a user turn, left-padded: tokens, mask [K, width].
 
   K = ceil(len / chunk_len), or num_chunks when given (training draws it).
   """
   content = context.content_tokens(tokenizer, document)  # Empty, special-only documents raise.
-  rows = [context.document_tokens(tokenizer, tokenizer.decode(chunk))
-          for chunk in split(content, chunk_len, num_chunks)]
+  rows = [
+    context.document_tokens(tokenizer, tokenizer.decode(chunk))
+    for chunk in split(content, chunk_len, num_chunks)
+  ]
   if width is not None and max(map(len, rows)) > width:
-    raise ValueError(f"a chunk of {max(map(len, rows))} tokens exceeds the width {width}; raise "
-                     f"data.max_doc_len or shorten the documents")
+    raise ValueError(
+      f"a chunk of {max(map(len, rows))} tokens exceeds the width {width}; raise "
+      f"data.max_doc_len or shorten the documents"
+    )
   return left_pad(rows, tokenizer.pad_token_id or 0, width)

@@ -1,14 +1,16 @@
 """`d2l` command line: train, internalize, ask, eval.
 
-  d2l train --config configs/d2l/smollm2_synthetic.py [--config.train.steps=100 ...]
-  d2l internalize --checkpoint WORKDIR doc.txt --out ADAPTER_DIR     (PEFT dir, rank (K + 1) r)
-  d2l ask --checkpoint WORKDIR doc.txt "What did she keep as a pet?" [--compare]
-  d2l eval --checkpoint WORKDIR [--out results.json]  (QA: base / ICL / CD / D2L / control; NIAH lengths)
-  d2l curve --checkpoint WORKDIR --steps 300,600,900 [--out curve.json]   (D2L vs control by step)
+d2l train --config configs/d2l/smollm2_synthetic.py [--config.train.steps=100 ...]
+d2l internalize --checkpoint WORKDIR doc.txt --out ADAPTER_DIR     (PEFT dir, rank (K + 1) r)
+d2l ask --checkpoint WORKDIR doc.txt "What did she keep as a pet?" [--compare]
+d2l eval --checkpoint WORKDIR [--out results.json]  (QA: base / ICL / CD / D2L / control; NIAH
+lengths)
+d2l curve --checkpoint WORKDIR --steps 300,600,900 [--out curve.json]   (D2L vs control by step)
 """
 
 from __future__ import annotations
 
+# Commands import JAX and the method's modules when they run, so `--help` answers at once.
 import argparse
 import sys
 
@@ -26,9 +28,13 @@ def train_main(argv: list[str]) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog="d2l", description="Doc-to-LoRA in JAX: a document -> a LoRA "
-                                   "adapter, so the model answers about it without it in context.",
-                                   epilog=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+    prog="d2l",
+    description="Doc-to-LoRA in JAX: a document -> a LoRA "
+    "adapter, so the model answers about it without it in context.",
+    epilog=__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   sub = parser.add_subparsers(dest="command", required=True)
   sub.add_parser("train", help="meta-train (see `d2l train --help`)")
   checkpoint = dict(required=True, help="a `d2l train` workdir")
@@ -44,26 +50,50 @@ def _parser() -> argparse.ArgumentParser:
   a.add_argument("--checkpoint", **checkpoint)
   a.add_argument("--chunk-len", **chunk)
   a.add_argument("--max-new-tokens", type=int, default=48)
-  a.add_argument("--compare", action="store_true",
-                 help="also answer with the document in context (ICL) and with the base model alone")
-  e = sub.add_parser("eval", help="QA table (base, ICL, CD, D2L and its another-document control, "
-                     "with bootstrap intervals) and NIAH accuracy by length")
+  a.add_argument(
+    "--compare",
+    action="store_true",
+    help="also answer with the document in context (ICL) and with the base model alone",
+  )
+  e = sub.add_parser(
+    "eval",
+    help="QA table (base, ICL, CD, D2L and its another-document control, "
+    "with bootstrap intervals) and NIAH accuracy by length",
+  )
   e.add_argument("--checkpoint", **checkpoint)
-  e.add_argument("--out", help="also write the tables as JSON here (and as Markdown, .md beside it)")
-  e.add_argument("--step", type=int, help="evaluate the checkpoint of this step (default: the latest)")
-  e.add_argument("--methods", default="base,icl,cd,d2l", help="comma-separated subset of base,icl,cd,d2l")
+  e.add_argument(
+    "--out", help="also write the tables as JSON here (and as Markdown, .md beside it)"
+  )
+  e.add_argument(
+    "--step", type=int, help="evaluate the checkpoint of this step (default: the latest)"
+  )
+  e.add_argument(
+    "--methods", default="base,icl,cd,d2l", help="comma-separated subset of base,icl,cd,d2l"
+  )
   e.add_argument("--no-niah", action="store_true", help="skip the needle-in-a-haystack table")
-  e.add_argument("--documents", type=int, help="held-out documents to ask about (default: the config's)")
-  e.add_argument("--train-documents", type=int,
-                 help="training documents D2L and its control are also asked about (default: the config's)")
+  e.add_argument(
+    "--documents", type=int, help="held-out documents to ask about (default: the config's)"
+  )
+  e.add_argument(
+    "--train-documents",
+    type=int,
+    help="training documents D2L and its control are also asked about (default: the config's)",
+  )
   e.add_argument("--max-new-tokens", type=int, help="answer length limit (default: the config's)")
-  e.add_argument("--cd-documents", type=int,
-                 help="documents to run context distillation on (minutes each on CPU; default: the config's)")
+  e.add_argument(
+    "--cd-documents",
+    type=int,
+    help="documents to run context distillation on (minutes each on CPU; default: the config's)",
+  )
   c = sub.add_parser("curve", help="learning curve: D2L beside its control at several checkpoints")
   c.add_argument("--checkpoint", **checkpoint)
-  c.add_argument("--steps", required=True, help="comma-separated checkpoint steps, e.g. 300,600,900")
+  c.add_argument(
+    "--steps", required=True, help="comma-separated checkpoint steps, e.g. 300,600,900"
+  )
   c.add_argument("--out", help="also write the curve as JSON here (and as Markdown, .md beside it)")
-  c.add_argument("--documents", type=int, help="held-out documents to ask about (default: the config's)")
+  c.add_argument(
+    "--documents", type=int, help="held-out documents to ask about (default: the config's)"
+  )
   return parser
 
 
@@ -88,17 +118,34 @@ def run_command(args) -> None:
       steps = [int(s) for s in args.steps.split(",")]
     except ValueError as err:
       raise ValueError(f"--steps must be comma-separated integers, not {args.steps!r}") from err
-    learning_curve(args.checkpoint, steps, args.out,
-                   {"documents": args.documents} if args.documents is not None else None)
+    learning_curve(
+      args.checkpoint,
+      steps,
+      args.out,
+      {"documents": args.documents} if args.documents is not None else None,
+    )
     return
   if args.command == "eval":
     from d2l_jax.evaluate import evaluate
 
-    overrides = {k: v for k, v in (("documents", args.documents), ("cd_documents", args.cd_documents),
-                                   ("train_documents", args.train_documents),
-                                   ("max_new_tokens", args.max_new_tokens)) if v is not None}
-    evaluate(args.checkpoint, args.out, tuple(args.methods.split(",")), niah=not args.no_niah,
-             overrides=overrides, step=args.step)
+    overrides = {
+      k: v
+      for k, v in (
+        ("documents", args.documents),
+        ("cd_documents", args.cd_documents),
+        ("train_documents", args.train_documents),
+        ("max_new_tokens", args.max_new_tokens),
+      )
+      if v is not None
+    }
+    evaluate(
+      args.checkpoint,
+      args.out,
+      tuple(args.methods.split(",")),
+      niah=not args.no_niah,
+      overrides=overrides,
+      step=args.step,
+    )
     return
   from d2l_jax.context import read_document
   from d2l_jax.internalize import Internalizer
@@ -108,14 +155,18 @@ def run_command(args) -> None:
   if args.command == "internalize":
     print(f"wrote {internalizer.export(document, args.out, args.chunk_len)}")
     return
-  answers = {"D2L adapter": internalizer.ask(document, args.questions, args.chunk_len, args.max_new_tokens)}
+  answers = {
+    "D2L adapter": internalizer.ask(document, args.questions, args.chunk_len, args.max_new_tokens)
+  }
   if args.compare:
-    from d2l_jax.teacher import greedy_answers, in_context_prompt
+    from d2l_jax.teacher import in_context_prompt
+    from hyperlora.generate import chat
 
-    base, n = internalizer.base, len(args.questions)
-    answers["document in context"] = greedy_answers(
-        base, [in_context_prompt(document, q) for q in args.questions], None, args.max_new_tokens, n)
-    answers["base model alone"] = greedy_answers(base, args.questions, None, args.max_new_tokens, n)
+    base = internalizer.base
+    answers["document in context"] = chat(
+      base, [in_context_prompt(document, q) for q in args.questions], args.max_new_tokens
+    )
+    answers["base model alone"] = chat(base, args.questions, args.max_new_tokens)
   for i, question in enumerate(args.questions):
     print(f"Q: {question}")
     for method, replies in answers.items():

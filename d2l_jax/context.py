@@ -17,7 +17,9 @@ import functools
 
 import jax
 import jax.numpy as jnp
-from jinja2.exceptions import TemplateError  # chat templates are jinja2 (a transformers dependency)
+from jinja2.exceptions import (
+  TemplateError,  # chat templates are jinja2 (a transformers dependency)
+)
 
 from hyperlora.models.layers import RMSNorm
 
@@ -43,8 +45,9 @@ def wrap_document(tokenizer, document: str) -> str:
   (Gemma-2's) get the user turn alone."""
   user = [{"role": "user", "content": document.strip()}]
   try:
-    return tokenizer.apply_chat_template([{"role": "system", "content": ""}] + user, tokenize=False,
-                                         add_generation_prompt=True)
+    return tokenizer.apply_chat_template(
+      [{"role": "system", "content": ""}] + user, tokenize=False, add_generation_prompt=True
+    )
   except TemplateError:  # e.g. "System role not supported"
     return tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
 
@@ -73,17 +76,25 @@ def features(model, params, tokens, mask, which: str = "all_but_last"):
   if which not in FEATURE_LAYERS:
     raise ValueError(f"feature layers must be one of {FEATURE_LAYERS}, not {which!r}")
   # Only the layers whose outputs are used run: L - 1 of them, or L // 4.
-  n_layers = model.config.num_layers - 1 if which == "all_but_last" else model.config.num_layers // 4
+  n_layers = (
+    model.config.num_layers - 1 if which == "all_but_last" else model.config.num_layers // 4
+  )
   model, params = first_layers(model, params, n_layers)
   out = model.apply({"params": params}, tokens, mask, return_hidden_states=True)
   hidden = jax.lax.stop_gradient(out.hidden_states)  # [n_layers + 1, n, seq, d]
-  last = RMSNorm(model.config.rms_norm_eps, model.config.norm_offset).apply(
-      {"params": params["norm"]}, hidden[-1])  # the final norm, as transformers returns the last state
+  # The final norm, as transformers returns the last state.
+  norm = RMSNorm(model.config.rms_norm_eps, model.config.norm_offset)
+  last = norm.apply({"params": params["norm"]}, hidden[-1])
   hidden = hidden.at[-1].set(last) if which == "all_but_last" else last[None]
   return jnp.swapaxes(hidden, 0, 1).astype(jnp.float32)  # [n, layers_used, seq, d]
 
 
 def first_layers(model, params, n: int):
   """The model cut after its first n layers, and its params (the layer stack sliced)."""
-  config = dataclasses.replace(model.config, num_layers=n, local_layers=model.config.local_layers[:n])
-  return model.clone(config=config), {**params, "layers": jax.tree.map(lambda x: x[:n], params["layers"])}
+  config = dataclasses.replace(
+    model.config, num_layers=n, local_layers=model.config.local_layers[:n]
+  )
+  return model.clone(config=config), {
+    **params,
+    "layers": jax.tree.map(lambda x: x[:n], params["layers"]),
+  }

@@ -1,6 +1,7 @@
 """Does the adapter depend on the document? Norms of weight deltas and a probe logged in training.
 
-For an adapter of rank r, |dW|_F = scale * sqrt(sum (A A^T) * (B^T B)) uses only r x r Gram matrices,
+For an adapter of rank r, |dW|_F = scale * sqrt(sum (A A^T) * (B^T B)) uses only r x r Gram
+matrices,
 so the norm of dW = scale * B A ([d_out, d_in] per layer) is never materialised. The difference of
 two adapters is one adapter of rank 2r ([A_1; A_2], [B_1, -B_2]; `lora.concat_rank`).
 """
@@ -10,8 +11,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from hyperlora import lora as lora_lib
 from d2l_jax import chunking, context
+from hyperlora import lora as lora_lib
 
 
 def dw_norm(lora: lora_lib.LoRA) -> jax.Array:
@@ -61,8 +62,10 @@ def make_probe(setup, documents: list[str], chunk_len: int):
     full = [chunking.combine(jax.tree.map(lambda x: x[i, None], chunk), bias) for i in range(2)]
     doc = [jax.tree.map(lambda x: x[i], chunk) for i in range(2)]
     doc_norm = 0.5 * (dw_norm(doc[0]) + dw_norm(doc[1]))
-    return {"doc_share": doc_norm / jnp.maximum(doc_norm + dw_norm(bias), 1e-12),
-            "probe_rel_diff": relative_difference(*full),
-            "probe_doc_rel_diff": relative_difference(*doc)}
+    return {
+      "doc_share": doc_norm / jnp.maximum(doc_norm + dw_norm(bias), 1e-12),
+      "probe_rel_diff": relative_difference(*full),
+      "probe_doc_rel_diff": relative_difference(*doc),
+    }
 
   return probe

@@ -21,27 +21,33 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
 import hyperlora
-from hyperlora import ckpt
-from hyperlora import generate as gen
-from hyperlora.metrics import bootstrap_ci, markdown_table, print_table, with_ci
 from d2l_jax import context, corpus, scoring, squad, teacher
-from d2l_jax import model as d2l_model
 from d2l_jax.internalize import Internalizer
 from d2l_jax.train import ContextDistillation, question_pairs
+from hyperlora import generate as gen
+from hyperlora import run_dir
+from hyperlora.memory import array_mb, kv_cache_mb, program_mb
+from hyperlora.metrics import bootstrap_ci, markdown_table, print_table, with_ci
 
 METHODS = ("base", "icl", "cd", "d2l")
-_NAMES = {"base": "base model, no document", "icl": "document in context (ICL)",
-          "cd": "context distillation LoRA", "d2l": "D2L adapter",
-          "control": "D2L, another document's adapter (control)", "gap": "D2L minus control"}
+_NAMES = {
+  "base": "base model, no document",
+  "icl": "document in context (ICL)",
+  "cd": "context distillation LoRA",
+  "d2l": "D2L adapter",
+  "control": "D2L, another document's adapter (control)",
+  "gap": "D2L minus control",
+}
 PHRASINGS = ("study", "test")
 
 
 def eval_documents(config, cache_dir: str) -> list:
   ec, dc = config.eval, config.data
   if dc.corpus == "squad":
-    return squad.load(ec.get("squad_file") or dc.squad_file, cache_dir)[-ec.documents:]
+    return squad.load(ec.get("squad_file") or dc.squad_file, cache_dir)[-ec.documents :]
   return corpus.synthetic_corpus(ec.documents, seed=ec.seed)
 
 
@@ -49,28 +55,8 @@ def seen_documents(config, cache_dir: str) -> list:
   """The first eval.train_documents documents training saw (QA documents, not haystacks)."""
   dc, n = config.data, config.eval.get("train_documents", 8)
   if dc.corpus == "squad":
-    return squad.load(dc.squad_file, cache_dir)[:min(n, dc.train_documents or n)]
+    return squad.load(dc.squad_file, cache_dir)[: min(n, dc.train_documents or n)]
   return corpus.synthetic_corpus(min(n, dc.train_documents), seed=config.train.seed)
-
-
-def program_mb(jitted, *args) -> float:
-  """Peak bytes XLA assigns to one compiled program (arguments + outputs + temporaries), in MB."""
-  stats = jitted.lower(*args).compile().memory_analysis()
-  return (stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes) / 1e6
-
-
-def kv_cache_mb(model_config, tokens: int, bytes_per_value: int = 4) -> float:
-  c = model_config
-  return 2 * c.num_layers * c.num_kv_heads * c.head_dim * tokens * bytes_per_value / 1e6
-
-
-def array_mb(tree) -> float:
-  """Bytes held by the arrays of a pytree (an adapter's weights, a KV cache), in MB."""
-  return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree)) / 1e6
-
-
-def adapter_mb(lora) -> float:
-  return array_mb(lora.weights)
 
 
 def control_index(i: int, n: int) -> int:
@@ -101,15 +87,28 @@ class Harness:
       if self._cd is None:
         self._cd = ContextDistillation(self.base, self.config)
       pairs, _ = question_pairs([doc], "study")
-      return self._cd(teacher.prepare(self.base, pairs, self.config.data, self.cache_dir,
-                                      with_top_k=self.config.train.loss == "distill"))
+      return self._cd(
+        teacher.prepare(
+          self.base,
+          pairs,
+          self.config.data,
+          self.cache_dir,
+          with_top_k=self.config.train.loss == "distill",
+        )
+      )
     return None
 
   def answer(self, method: str, doc, questions: list[str], width: int | None, lora=None):
     """Greedy answers to questions about doc (ICL puts the document in the prompt)."""
-    return teacher.greedy_answers(self.base, self.prompts(method, doc.text, questions), width,
-                                  self.config.eval.max_new_tokens, self.config.eval.batch, lora,
-                                  desc=method)
+    return gen.chat(
+      self.base,
+      self.prompts(method, doc.text, questions),
+      self.config.eval.max_new_tokens,
+      lora,
+      batch=self.config.eval.batch,
+      width=width,
+      desc=method,
+    )
 
   def peak_program_mb(self, method: str, doc_tokens: int, lora) -> float:
     """The largest compiled program a method runs to answer: generation for a full batch, and for
@@ -117,27 +116,47 @@ class Harness:
     ec = self.config.eval
     tokens = jnp.zeros((ec.batch, self.prompt_width(method)), jnp.int32)
     eos = gen.eos_ids_of(self.base.tokenizer, self.base.config)
-    peaks = [program_mb(gen.generate, self.base.module(), self.base.params, tokens, tokens > -1,
-                        ec.max_new_tokens, lora, None, 0.0, eos)]
+    peaks = [
+      program_mb(
+        gen.generate,
+        self.base.module(),
+        self.base.params,
+        tokens,
+        tokens > -1,
+        ec.max_new_tokens,
+        lora,
+        None,
+        0.0,
+        eos,
+      )
+    ]
     if method == "d2l":
       chunk = min(doc_tokens, ec.chunk_len)
       row = jnp.zeros((1, chunk), jnp.int32)
-      peaks.append(program_mb(context.features, self.base.module(), self.base.params, row, row > -1,
-                              self.d2l.setup.features))
+      peaks.append(
+        program_mb(
+          context.features,
+          self.base.module(),
+          self.base.params,
+          row,
+          row > -1,
+          self.d2l.setup.features,
+        )
+      )
     return max(peaks)
 
 
 def _score(answers: list[str], qas) -> dict:
-  return {"f1": [scoring.best(scoring.word_f1, a, qa.answers) for a, qa in zip(answers, qas)],
-          "em": [scoring.best(scoring.exact_match, a, qa.answers) for a, qa in zip(answers, qas)]}
+  return {
+    "f1": [scoring.best(scoring.word_f1, a, qa.answers) for a, qa in zip(answers, qas)],
+    "em": [scoring.best(scoring.exact_match, a, qa.answers) for a, qa in zip(answers, qas)],
+  }
 
 
 def run_method(harness: Harness, method: str, docs: list) -> dict:
   """Asks every document's study and test questions with one method. Returns per-document scores
   {phrasing: {"f1": [[per question] per doc], "em": ...}} (for D2L also under "control"), the
   timings and the context state."""
-  from tqdm.auto import tqdm
-
   ec, tok = harness.config.eval, harness.base.tokenizer
   runs = {"d2l": ("d2l", "control")}.get(method, (method,))
   scores = {name: {p: {"f1": [], "em": []} for p in PHRASINGS} for name in runs}
@@ -148,8 +167,13 @@ def run_method(harness: Harness, method: str, docs: list) -> dict:
     prepare_s.append(time.perf_counter() - start)
     adapters.append(lora)
     n_tokens = len(tok(doc.text, add_special_tokens=False)["input_ids"])
-    state.append(kv_cache_mb(harness.base.config, n_tokens) if method == "icl"
-                 else adapter_mb(lora) if lora is not None else 0.0)
+    state.append(
+      kv_cache_mb(harness.base.config, n_tokens)
+      if method == "icl"
+      else array_mb(lora.weights)
+      if lora is not None
+      else 0.0
+    )
   for i, doc in enumerate(tqdm(docs, desc=f"QA / {method}", leave=False)):
     qas = {p: getattr(doc, p) for p in PHRASINGS}
     questions = [qa.question for p in PHRASINGS for qa in qas[p]]
@@ -160,13 +184,16 @@ def run_method(harness: Harness, method: str, docs: list) -> dict:
       if name == method:
         answer_s.append(time.perf_counter() - start)
       for p in PHRASINGS:
-        part, answers = answers[:len(qas[p])], answers[len(qas[p]):]
+        part, answers = answers[: len(qas[p])], answers[len(qas[p]) :]
         for metric, values in _score(part, qas[p]).items():
           scores[name][p][metric].append(values)
   steady = lambda times: float(np.mean(times[1:] or times))  # the first call compiles
-  cost = {"prepare s/doc": steady(prepare_s), "answer s/doc": steady(answer_s),
-          "context state MB": float(np.mean(state)),
-          "peak program MB": harness.peak_program_mb(method, n_tokens, adapters[-1])}
+  cost = {
+    "prepare s/doc": steady(prepare_s),
+    "answer s/doc": steady(answer_s),
+    "context state MB": float(np.mean(state)),
+    "peak program MB": harness.peak_program_mb(method, n_tokens, adapters[-1]),
+  }
   return {"scores": scores, "cost": cost}
 
 
@@ -182,7 +209,7 @@ def qa_tables(harness: Harness, held_out: list, seen: list, methods) -> dict:
   columns = [("held-out", p) for p in PHRASINGS] + [("training", p) for p in PHRASINGS]
   results = {}
   for method in methods:
-    docs = held_out[:ec.cd_documents] if method == "cd" else held_out
+    docs = held_out[: ec.cd_documents] if method == "cd" else held_out
     if docs:
       results[("held-out", method)] = run_method(harness, method, docs)
   if "d2l" in methods and seen:
@@ -202,8 +229,15 @@ def qa_tables(harness: Harness, held_out: list, seen: list, methods) -> dict:
         gap[f"{split} {p} F1"] = with_ci(*bootstrap_ci(_paired_gap(result["scores"], p)))
   f1_columns = [f"{s} {p} F1" for s, p in columns]
   qa = [{"method": r["method"], **{c: r.get(c, "-") for c in f1_columns}} for r in rows.values()]
-  cost = [{"method": _NAMES[m], "held-out test EM": rows[m].get("held-out test EM", "-"),
-           **results[("held-out", m)]["cost"]} for m in methods if ("held-out", m) in results]
+  cost = [
+    {
+      "method": _NAMES[m],
+      "held-out test EM": rows[m].get("held-out test EM", "-"),
+      **results[("held-out", m)]["cost"],
+    }
+    for m in methods
+    if ("held-out", m) in results
+  ]
   return {"qa": qa, "cost": cost, "per_document": per_doc}
 
 
@@ -211,35 +245,56 @@ def niah_table(harness: Harness, methods) -> list[dict]:
   """Accuracy (the needle's number in the answer) over eval.niah_depths haystacks at multiples of
   the training length, with its interval; the control answers each haystack with the adapter of the
   next one (another number)."""
-  from tqdm.auto import tqdm
-
   ec, dc, tok = harness.config.eval, harness.config.data, harness.base.tokenizer
   depths = np.linspace(0.0, 1.0, ec.niah_depths)
   rows = {}
   for multiple in ec.niah_multiples:
     length = dc.niah_max_len * multiple
-    docs = [corpus.niah_document(tok, length, float(d), seed=ec.seed + 1000 * multiple + i)
-            for i, d in enumerate(depths)]
+    docs = [
+      corpus.niah_document(tok, length, float(d), seed=ec.seed + 1000 * multiple + i)
+      for i, d in enumerate(depths)
+    ]
     question = docs[0].test[0].question
     hits = {}
     for method in [m for m in methods if m in ("base", "icl", "d2l")]:
-      adapters = [harness.adapter(method, d, ec.niah_chunk_len) for d in
-                  tqdm(docs, desc=f"NIAH {length} / {method}", leave=False)]
+      adapters = [
+        harness.adapter(method, d, ec.niah_chunk_len)
+        for d in tqdm(docs, desc=f"NIAH {length} / {method}", leave=False)
+      ]
       for name in {"d2l": ("d2l", "control")}.get(method, (method,)):
-        hits[name] = [[float(doc.test[0].answers[0] in harness.answer(
-            method, doc, [question], None,
-            adapters[control_index(i, len(docs)) if name == "control" else i])[0])]
-            for i, doc in enumerate(docs)]
+        hits[name] = [
+          [
+            float(
+              doc.test[0].answers[0]
+              in harness.answer(
+                method,
+                doc,
+                [question],
+                None,
+                adapters[control_index(i, len(docs)) if name == "control" else i],
+              )[0]
+            )
+          ]
+          for i, doc in enumerate(docs)
+        ]
     if "d2l" in hits:
       hits["gap"] = [[a[0] - b[0]] for a, b in zip(hits["d2l"], hits["control"])]
     for name, values in hits.items():
       rows.setdefault(name, {"method": _NAMES[name]})[f"{multiple}x ({length} tok)"] = with_ci(
-          *bootstrap_ci(values))
+        *bootstrap_ci(values)
+      )
   return list(rows.values())
 
 
-def evaluate(workdir: str, out_json: str | None = None, methods=METHODS, niah: bool = True,
-             overrides: dict | None = None, step: int | None = None, base=None) -> dict:
+def evaluate(
+  workdir: str,
+  out_json: str | None = None,
+  methods=METHODS,
+  niah: bool = True,
+  overrides: dict | None = None,
+  step: int | None = None,
+  base=None,
+) -> dict:
   """The tables for a `d2l train` workdir (its latest checkpoint, or that of `step`); `overrides`
   replace fields of its config.eval. With out_json, writes the JSON (per-document scores included)
   and the tables as Markdown beside it. `base`: the loaded base model, to reuse across calls."""
@@ -252,15 +307,24 @@ def evaluate(workdir: str, out_json: str | None = None, methods=METHODS, niah: b
   held_out = eval_documents(harness.config, harness.cache_dir)
   seen = seen_documents(harness.config, harness.cache_dir)
   result = {"workdir": workdir, "step": step, **qa_tables(harness, held_out, seen, methods)}
-  sections = [(f"QA word F1 with 95% bootstrap intervals: {len(held_out)} held-out and {len(seen)} "
-               f"training documents; study = the phrasings training saw, test = unseen phrasings",
-               result["qa"]),
-              ("Cost per held-out document (test phrasings)", result["cost"])]
+  sections = [
+    (
+      f"QA word F1 with 95% bootstrap intervals: {len(held_out)} held-out and {len(seen)} "
+      f"training documents; study = the phrasings training saw, test = unseen phrasings",
+      result["qa"],
+    ),
+    ("Cost per held-out document (test phrasings)", result["cost"]),
+  ]
   if niah and harness.config.data.niah_documents:
     result["niah"] = niah_table(harness, methods)
-    sections.append((f"Needle in a haystack: accuracy over {ec.niah_depths} held-out haystacks per "
-                     f"length (trained on up to {harness.config.data.niah_max_len} tokens; D2L chunk "
-                     f"{ec.niah_chunk_len})", result["niah"]))
+    sections.append(
+      (
+        f"Needle in a haystack: accuracy over {ec.niah_depths} held-out haystacks per "
+        f"length (trained on up to {harness.config.data.niah_max_len} tokens; D2L chunk "
+        f"{ec.niah_chunk_len})",
+        result["niah"],
+      )
+    )
   for title, rows in sections:
     print(f"\n{title}:")
     print_table(rows)
@@ -273,8 +337,9 @@ def evaluate(workdir: str, out_json: str | None = None, methods=METHODS, niah: b
   return result
 
 
-def learning_curve(workdir: str, steps: list[int], out_json: str | None = None,
-                   overrides: dict | None = None) -> list[dict]:
+def learning_curve(
+  workdir: str, steps: list[int], out_json: str | None = None, overrides: dict | None = None
+) -> list[dict]:
   """D2L beside its control at several checkpoints of one run: the probe logged in training at
   that step, D2L minus control F1 on held-out documents (both phrasings), and NIAH accuracy of D2L
   and its control at each evaluated length. One row per step; printed, and with out_json saved as
@@ -284,14 +349,17 @@ def learning_curve(workdir: str, steps: list[int], out_json: str | None = None,
     for line in f:
       record = json.loads(line)
       logged[record["step"]] = record
-  saved = ckpt.read_config(d2l_model.workdir_paths(workdir)["checkpoints"])
-  base = hyperlora.load(saved["base_model"])  # loaded once for every checkpoint
+  # The base model, loaded once for every checkpoint.
+  base = hyperlora.load(run_dir.open_run(workdir, "d2l").config.base_model)
   rows = []
   for step in steps:
     result = evaluate(workdir, methods=("d2l",), overrides=overrides, step=step, base=base)
     qa = {r["method"]: r for r in result["qa"]}
-    row = {"step": step, "probe_rel_diff": logged.get(step, {}).get("probe_rel_diff", float("nan")),
-           "doc_share": logged.get(step, {}).get("doc_share", float("nan"))}
+    row = {
+      "step": step,
+      "probe_rel_diff": logged.get(step, {}).get("probe_rel_diff", float("nan")),
+      "doc_share": logged.get(step, {}).get("doc_share", float("nan")),
+    }
     for p in PHRASINGS:
       row[f"held-out {p} F1: D2L minus control"] = qa[_NAMES["gap"]][f"held-out {p} F1"]
     for r in result.get("niah", []):

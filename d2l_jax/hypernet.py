@@ -9,11 +9,12 @@ For each base layer l whose activations are used, with context features x_l [seq
       z = z + PostMLPNorm(SwiGLU(PreMLPNorm(z)))
   z = Norm(z)
   decoder: the same block once, queries = learned output slots, context = z; then Norm
-  per layer: h = s + LN(W2_l silu(W1_l LN(s)))   (ResMLP, 4x)         # s: a slot [latent]
-             h = h / |h|;  [a; b] = Head_l h                            # a row of A (d_in), of B (d_out)
+  per layer: h = s + LN(W2_l silu(W1_l LN(s)))   (ResMLP, 4x)      # s: a slot [latent]
+             h = h / |h|;  [a; b] = Head_l h                  # a row of A (d_in), of B (d_out)
   A[l, j] = scaler_A[l, j] a_j     B[l, :, j] = scaler_B[l, j] b_j      (scaler_A = 1, scaler_B = 0)
 
-Attention is grouped-query (16 heads of 128, 4 KV heads at the reference's sizes). With features from
+Attention is grouped-query (16 heads of 128, 4 KV heads at the reference's sizes). With features
+from
 every layer (all but the last) the Perceiver runs per layer (weights shared across layers, or one
 Perceiver per layer) and has modules x r output slots; with one feature map (the state after L // 4
 layers, the reference's NIAH setting) it runs once with layers x modules x r slots.
@@ -51,7 +52,9 @@ class D2LSpec:
   num_layers: int  # base layers that get an adapter
   feature_dim: int  # base hidden size
   per_layer_features: bool = True  # False: one feature map for all layers (NIAH setting)
-  shared_perceiver: bool = True  # with per-layer features: one Perceiver for all layers, or one each
+  shared_perceiver: bool = (
+    True  # with per-layer features: one Perceiver for all layers, or one each
+  )
   rank: int = 8
   latent: int = 512
   n_latents: int = 8
@@ -64,8 +67,13 @@ class D2LSpec:
   @classmethod
   def for_model(cls, config: ModelConfig, modules=("down_proj",), **kwargs) -> "D2LSpec":
     modules = tuple(modules)
-    return cls(modules=modules, dims=tuple(config.projection_dims(m) for m in modules),
-               num_layers=config.num_layers, feature_dim=config.hidden_size, **kwargs)
+    return cls(
+      modules=modules,
+      dims=tuple(config.projection_dims(m) for m in modules),
+      num_layers=config.num_layers,
+      feature_dim=config.hidden_size,
+      **kwargs,
+    )
 
   @property
   def scale(self) -> float:
@@ -78,8 +86,12 @@ class D2LSpec:
 
 
 def _dense(features: int, axes: tuple[str, str], name: str, use_bias: bool = False) -> nn.Dense:
-  return nn.Dense(features, use_bias=use_bias, name=name,
-                  kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), axes))
+  return nn.Dense(
+    features,
+    use_bias=use_bias,
+    name=name,
+    kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), axes),
+  )
 
 
 def _norm(name: str) -> RMSNorm:
@@ -110,8 +122,12 @@ class CrossAttention(nn.Module):
     group = self.heads // self.kv_heads
     proj = lambda n, name: _dense(n * self.head_dim, ("hyper_latent", "hyper_heads"), name)
     q = proj(self.heads, "q_proj")(x).reshape(x.shape[0], self.kv_heads, group, self.head_dim)
-    k = proj(self.kv_heads, "k_proj")(context).reshape(context.shape[0], self.kv_heads, self.head_dim)
-    v = proj(self.kv_heads, "v_proj")(context).reshape(context.shape[0], self.kv_heads, self.head_dim)
+    k = proj(self.kv_heads, "k_proj")(context).reshape(
+      context.shape[0], self.kv_heads, self.head_dim
+    )
+    v = proj(self.kv_heads, "v_proj")(context).reshape(
+      context.shape[0], self.kv_heads, self.head_dim
+    )
     scores = jnp.einsum("qkgd,skd->kgqs", q, k).astype(jnp.float32) / math.sqrt(self.head_dim)
     if context_mask is not None:
       scores = jnp.where(context_mask, scores, -1e30)
@@ -130,7 +146,9 @@ class PerceiverBlock(nn.Module):
   def __call__(self, z, context, mask=None):  # z [q, latent]; context [k, latent]
     s = self.spec
     attn = CrossAttention(s.heads, s.kv_heads, s.head_dim, name="attn")
-    z = z + _norm("post_attn_norm")(attn(_norm("latent_norm")(z), _norm("context_norm")(context), mask))
+    z = z + _norm("post_attn_norm")(
+      attn(_norm("latent_norm")(z), _norm("context_norm")(context), mask)
+    )
     mlp = SwiGLU(s.mlp_ratio * s.latent, s.latent, name="mlp")
     return z + _norm("post_mlp_norm")(mlp(_norm("pre_mlp_norm")(z)))
 
@@ -145,9 +163,13 @@ class Perceiver(nn.Module):
   def __call__(self, features, mask=None):
     s = self.spec
     queries = lambda name, n: self.param(
-        name, nn.with_logical_partitioning(nn.initializers.normal(1.0), (None, "hyper_latent")),
-        (n, s.latent))
-    context = SwiGLU(s.mlp_ratio * s.feature_dim, s.latent, in_axis="embed", name="input_mlp")(features)
+      name,
+      nn.with_logical_partitioning(nn.initializers.normal(1.0), (None, "hyper_latent")),
+      (n, s.latent),
+    )
+    context = SwiGLU(s.mlp_ratio * s.feature_dim, s.latent, in_axis="embed", name="input_mlp")(
+      features
+    )
     z = queries("latents", s.n_latents)  # [n_latents, latent]
     for i in range(s.num_blocks):
       z = PerceiverBlock(s, name=f"block{i}")(z, context, mask)
@@ -169,10 +191,13 @@ class D2LHypernet(nn.Module):
     if s.per_layer_features:
       if features.shape[0] != L:
         raise ValueError(f"need features of all {L} adapted layers, got {features.shape[0]}")
-      perceiver = nn.vmap(Perceiver, variable_axes={"params": None if s.shared_perceiver else 0},
-                          split_rngs={"params": not s.shared_perceiver}, in_axes=(0, None),
-                          metadata_params={nn.PARTITION_NAME: "layers"})(
-                              s, n_mod * r, name="perceiver")
+      perceiver = nn.vmap(
+        Perceiver,
+        variable_axes={"params": None if s.shared_perceiver else 0},
+        split_rngs={"params": not s.shared_perceiver},
+        in_axes=(0, None),
+        metadata_params={nn.PARTITION_NAME: "layers"},
+      )(s, n_mod * r, name="perceiver")
       slots = perceiver(features, mask)  # [L, modules * r, latent]
     else:
       slots = Perceiver(s, L * n_mod * r, name="perceiver")(features[0], mask)
@@ -197,12 +222,20 @@ class D2LHypernet(nn.Module):
     weights, bias = {}, {}
     for m, (name, (d_in, d_out)) in enumerate(zip(s.modules, s.dims)):
       bias[name] = {
-          "A": per_layer(f"bias_A_{name}", (r, d_in), nn.initializers.normal(0.2 / math.sqrt(d_in * r)),
-                         (None, None)),
-          "B": per_layer(f"bias_B_{name}", (d_out, r), nn.initializers.zeros, (None, None)),
+        "A": per_layer(
+          f"bias_A_{name}",
+          (r, d_in),
+          nn.initializers.normal(0.2 / math.sqrt(d_in * r)),
+          (None, None),
+        ),
+        "B": per_layer(f"bias_B_{name}", (d_out, r), nn.initializers.zeros, (None, None)),
       }
-      head = per_layer(f"head_{name}", (s.latent, d_in + d_out), nn.initializers.normal(s.head_init_std),
-                       ("hyper_latent", "hyper_out"))
+      head = per_layer(
+        f"head_{name}",
+        (s.latent, d_in + d_out),
+        nn.initializers.normal(s.head_init_std),
+        ("hyper_latent", "hyper_out"),
+      )
       rows = jnp.einsum("lrd,ldo->lro", h[:, m], head)  # [L, r, d_in + d_out]
       scaler_a = per_layer(f"scaler_A_{name}", (r,), nn.initializers.ones, (None,))
       scaler_b = per_layer(f"scaler_B_{name}", (r,), nn.initializers.zeros, (None,))

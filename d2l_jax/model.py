@@ -1,50 +1,49 @@
-"""Everything a D2L run needs from its config: base model, hypernetwork spec, the batched adapter fn."""
+"""Everything a D2L run needs from its config: base model, hypernetwork spec, the batched adapter
+fn."""
 
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import jax
 import jax.numpy as jnp
 
 import hyperlora
-from hyperlora import lora as lora_lib
-from hyperlora import train as train_lib
-from hyperlora.losses import lora_l1
 from d2l_jax import chunking, context
 from d2l_jax.hypernet import NO_DECAY, D2LHypernet, D2LSpec
+from hyperlora import lora as lora_lib
+from hyperlora import train as train_lib
+from hyperlora.losses import distillation_loss, lora_l1
 
 # Saved-config fields a resumed run (or a user of the checkpoint) must share with it.
-RESUME_KEYS = {"spec": "hypernetwork / adapter shape", "base_model": "base model",
-               "features": "context feature layers"}
+RESUME_KEYS = {
+  "spec": "hypernetwork / adapter shape",
+  "base_model": "base model",
+  "features": "context feature layers",
+}
 
 
 def spec_from_config(config, model_config) -> D2LSpec:
   h = config.hypernet
   if config.features not in context.FEATURE_LAYERS:
-    raise ValueError(f"config.features must be one of {context.FEATURE_LAYERS}, not {config.features!r}")
+    raise ValueError(
+      f"config.features must be one of {context.FEATURE_LAYERS}, not {config.features!r}"
+    )
   for module in h.modules:
     model_config.projection_dims(module)  # Raises on an unknown target module.
-  return D2LSpec.for_model(model_config, tuple(h.modules),
-                           per_layer_features=config.features == "all_but_last",
-                           shared_perceiver=h.shared_perceiver, rank=h.rank, latent=h.latent,
-                           n_latents=h.n_latents, num_blocks=h.num_blocks, heads=h.heads,
-                           kv_heads=h.kv_heads, head_dim=h.head_dim)
-
-
-def spec_from_saved(saved: dict, model_config, source: str) -> D2LSpec:
-  """The spec saved with a checkpoint, checked against the base model it is used with."""
-  spec = D2LSpec(**{**saved, "modules": tuple(saved["modules"]), "dims": tuple(tuple(d) for d in saved["dims"])})
-  expected = tuple(model_config.projection_dims(m) for m in spec.modules)
-  if (spec.dims != expected or spec.num_layers != model_config.num_layers
-      or spec.feature_dim != model_config.hidden_size):
-    raise ValueError(
-        f"{source} was trained for another base model: it reads {spec.feature_dim}-wide activations and "
-        f"makes adapters for {spec.num_layers} layers with (d_in, d_out) {spec.dims}, but "
-        f"{model_config.name or model_config.family!r} has {model_config.hidden_size}, "
-        f"{model_config.num_layers} layers and {expected}")
-  return spec
+  return D2LSpec.for_model(
+    model_config,
+    tuple(h.modules),
+    per_layer_features=config.features == "all_but_last",
+    shared_perceiver=h.shared_perceiver,
+    rank=h.rank,
+    latent=h.latent,
+    n_latents=h.n_latents,
+    num_blocks=h.num_blocks,
+    heads=h.heads,
+    kv_heads=h.kv_heads,
+    head_dim=h.head_dim,
+  )
 
 
 @dataclasses.dataclass
@@ -59,9 +58,12 @@ class Setup:
     feats = jnp.zeros((n_layers, 4, self.spec.feature_dim))
     return self.hypernet.init(jax.random.key(seed), feats, jnp.ones(4, bool))["params"]
 
-  def internalize(self, params, document: str, chunk_len: int, chunk_scaling: str = "none") -> lora_lib.LoRA:
-    return chunking.internalize(self.base, self.hypernet, params, document, chunk_len, self.features,
-                                chunk_scaling)
+  def internalize(
+    self, params, document: str, chunk_len: int, chunk_scaling: str = "none"
+  ) -> lora_lib.LoRA:
+    return chunking.internalize(
+      self.base, self.hypernet, params, document, chunk_len, self.features, chunk_scaling
+    )
 
 
 def build(config, base=None) -> Setup:
@@ -77,13 +79,16 @@ def hypernet_adapter_fn(setup: Setup, dtype=jnp.float32):
   (queries_per_doc = rows // docs). The base model runs without gradient (features are stopped).
   """
   model = setup.base.module(dtype)
-  encode = jax.vmap(lambda p, feats, mask: setup.hypernet.apply({"params": p}, feats, mask), (None, 0, 0))
+  encode = jax.vmap(
+    lambda p, feats, mask: setup.hypernet.apply({"params": p}, feats, mask), (None, 0, 0)
+  )
 
   def adapter_fn(params, base_params, batch, rng, deterministic):
     docs, k, width = batch["chunk_tokens"].shape
     tokens = batch["chunk_tokens"].reshape(docs * k, width)
     mask = batch["chunk_mask"].reshape(docs * k, width)
-    feats = context.features(model, base_params, tokens, mask, setup.features)  # [docs K, layers, width, d]
+    # [docs K, layers, width, d]
+    feats = context.features(model, base_params, tokens, mask, setup.features)
     chunk_lora, bias = encode(params, feats, mask)
     chunk_lora = jax.tree.map(lambda x: x.reshape(docs, k, *x.shape[1:]), chunk_lora)
     bias = jax.tree.map(lambda x: x[0], bias)  # context-free: the same for every chunk
@@ -96,13 +101,28 @@ def hypernet_adapter_fn(setup: Setup, dtype=jnp.float32):
 
 def optimizer(tc):
   """The reference's AdamW (no weight decay on scalers, biases, norms and latent queries)."""
-  return train_lib.make_optimizer(tc.lr, tc.steps, tc.warmup_frac, tc.weight_decay, tc.clip_norm,
-                                  tc.schedule, tc.grad_accum, no_decay=NO_DECAY)
+  return train_lib.make_optimizer(
+    tc.lr,
+    tc.steps,
+    tc.warmup_frac,
+    tc.weight_decay,
+    tc.clip_norm,
+    tc.schedule,
+    tc.grad_accum,
+    no_decay=NO_DECAY,
+  )
 
 
 def l1_penalty(coef: float):
   return lambda lora, batch: coef * lora_l1(lora)
 
 
-def workdir_paths(workdir: str) -> dict:
-  return {name: os.path.join(workdir, name) for name in ("checkpoints", "logs", "cache")}
+def answer_loss(loss: str):
+  """train.loss -> the loss on answer tokens for hyperlora.train.lm_loss_fn: 'distill' scores the
+  student against the teacher's cached top-k (batch teacher_ids / teacher_logprobs), 'ce' is the
+  default cross-entropy on the answers (None)."""
+  if loss != "distill":
+    return None
+  return lambda logits, batch: distillation_loss(
+    logits, batch["teacher_ids"], batch["teacher_logprobs"], batch["target_mask"]
+  )

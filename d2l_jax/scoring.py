@@ -8,7 +8,8 @@ import string
 
 
 def normalize(text: str) -> str:
-  """Lower case, no punctuation, no articles, single spaces (the SQuAD evaluation script's rules)."""
+  """Lower case, no punctuation, no articles, single spaces (the SQuAD evaluation script's
+  rules)."""
   text = "".join(c for c in text.lower() if c not in set(string.punctuation))
   text = re.sub(r"\b(a|an|the)\b", " ", text)
   return " ".join(text.split())

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 
+import grain.python as grain
 import tensorflow_datasets as tfds
 
 from d2l_jax.corpus import ANSWER_STYLE, QA, Document
@@ -27,11 +28,16 @@ class SquadContexts(tfds.core.GeneratorBasedBuilder):
     super().__init__(**kwargs)
 
   def _info(self):
-    return self.dataset_info_from_configs(features=tfds.features.FeaturesDict({
-        "id": tfds.features.Text(), "context": tfds.features.Text(),
-        "questions": tfds.features.Sequence(tfds.features.Text()),
-        "answers": tfds.features.Sequence(tfds.features.Text()),
-    }))
+    return self.dataset_info_from_configs(
+      features=tfds.features.FeaturesDict(
+        {
+          "id": tfds.features.Text(),
+          "context": tfds.features.Text(),
+          "questions": tfds.features.Sequence(tfds.features.Text()),
+          "answers": tfds.features.Sequence(tfds.features.Text()),
+        }
+      )
+    )
 
   def _split_generators(self, dl_manager):
     return {"contexts": self._generate_examples()}
@@ -46,29 +52,38 @@ class SquadContexts(tfds.core.GeneratorBasedBuilder):
       for p, paragraph in enumerate(article["paragraphs"]):
         qas = [qa for qa in paragraph["qas"] if not qa.get("is_impossible") and qa["answers"]]
         if qas:
-          yield f"{a}-{p}", {
-              "id": f"{article.get('title', a)}-{p}", "context": paragraph["context"],
+          yield (
+            f"{a}-{p}",
+            {
+              "id": f"{article.get('title', a)}-{p}",
+              "context": paragraph["context"],
               "questions": [qa["question"] for qa in qas],
-              "answers": ["\t".join(dict.fromkeys(ans["text"] for ans in qa["answers"])) for qa in qas],
-          }
+              "answers": [
+                "\t".join(dict.fromkeys(ans["text"] for ans in qa["answers"])) for qa in qas
+              ],
+            },
+          )
 
 
 def load(path: str, cache_dir: str) -> list[Document]:
   """Paragraphs of a SQuAD-format file as documents (study and test questions are the same)."""
-  import grain.python as grain
-
   if not os.path.isfile(path):
     raise FileNotFoundError(f"no SQuAD-format file {path!r}")
   stat = os.stat(path)
-  key = hashlib.sha256(f"{os.path.abspath(path)}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-  builder = SquadContexts(source_file=path, data_dir=os.path.join(cache_dir, "tfds", key),
-                          file_format="array_record")
+  key = hashlib.sha256(
+    f"{os.path.abspath(path)}:{stat.st_size}:{stat.st_mtime_ns}".encode()
+  ).hexdigest()[:16]
+  builder = SquadContexts(
+    source_file=path, data_dir=os.path.join(cache_dir, "tfds", key), file_format="array_record"
+  )
   builder.download_and_prepare()
   rows = grain.MapDataset.source(builder.as_data_source(split="contexts"))
   text = lambda v: v.decode() if isinstance(v, bytes) else str(v)
   documents = []
   for row in rows:
-    qas = tuple(QA(text(q) + ANSWER_STYLE, tuple(text(a).split("\t")))
-                for q, a in zip(row["questions"], row["answers"]))
+    qas = tuple(
+      QA(text(q) + ANSWER_STYLE, tuple(text(a).split("\t")))
+      for q, a in zip(row["questions"], row["answers"])
+    )
     documents.append(Document(text(row["id"]), text(row["context"]), qas, qas))
   return sorted(documents, key=lambda d: d.doc_id)

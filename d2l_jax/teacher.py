@@ -1,4 +1,5 @@
-"""The distillation targets: the base model reading the document (the teacher) answers each question,
+"""The distillation targets: the base model reading the document (the teacher) answers each
+question,
 and its top-k log-probs on the answer tokens are computed once and cached on disk.
 
 The student sees only the question (plus the adapter made from the document); teacher and student
@@ -17,6 +18,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
 from hyperlora import generate as gen
 from hyperlora.sft import Example, encode_example, pad_batch, prompt_ids
@@ -27,46 +29,34 @@ RESPONSES = ("teacher", "gold")
 
 
 def in_context_prompt(document: str, question: str) -> str:
-  """The user turn of the teacher (and of the in-context baseline): the document, then the question."""
+  """The user turn of the teacher (and of the in-context baseline): the document, then the
+  question."""
   return f"{document}\n\n{question}"
 
 
 def _cache_key(base_source: str, pairs, dc, with_top_k: bool) -> str:
-  h = hashlib.sha256(json.dumps([base_source, dc.responses, dc.top_k if with_top_k else 0, dc.max_len,
-                                 dc.max_teacher_len, dc.max_answer]).encode())
+  h = hashlib.sha256(
+    json.dumps(
+      [
+        base_source,
+        dc.responses,
+        dc.top_k if with_top_k else 0,
+        dc.max_len,
+        dc.max_teacher_len,
+        dc.max_answer,
+      ]
+    ).encode()
+  )
   for doc, qa in pairs:
-    h.update(doc.text.encode() + b"\0" + qa.question.encode() + b"\0" + "\t".join(qa.answers).encode())
+    h.update(
+      doc.text.encode() + b"\0" + qa.question.encode() + b"\0" + "\t".join(qa.answers).encode()
+    )
   return h.hexdigest()[:20]
 
 
 def _batches(n: int, size: int):
   for start in range(0, n, size):
     yield slice(start, min(n, start + size))
-
-
-def greedy_answers(base, prompts: list[str], width: int | None, max_new_tokens: int, batch: int,
-                   lora=None, desc: str = "answers") -> list[str]:
-  """Greedy answers to chat prompts, in batches of a fixed shape (one compile); width None fits the
-  longest prompt (rounded up to 32 tokens)."""
-  from tqdm.auto import tqdm
-
-  tok, model = base.tokenizer, base.module()
-  eos = gen.eos_ids_of(tok, base.config)
-  answers = []
-  for part in tqdm(list(_batches(len(prompts), batch)), desc=desc, leave=False):
-    rows = [prompt_ids(tok, Example(p, "")) for p in prompts[part]]
-    rows += [rows[-1]] * (batch - len(rows))  # a full batch keeps the shape
-    longest = max(map(len, rows))
-    if width is None:
-      width = -(-longest // 32) * 32
-    elif longest > width:
-      raise ValueError(f"a prompt of {longest} tokens exceeds the width {width}; raise "
-                       f"data.max_teacher_len or use shorter documents")
-    tokens, mask = gen.left_pad(rows, tok.pad_token_id or 0, width)
-    new = gen.generate(model, base.params, jnp.asarray(tokens), jnp.asarray(mask), max_new_tokens, lora,
-                       eos_ids=eos)
-    answers += gen.decode(tok, np.asarray(new), eos)[:part.stop - part.start]
-  return [a.strip() for a in answers]
 
 
 @functools.partial(jax.jit, static_argnames="k")
@@ -95,13 +85,21 @@ def prepare(base, pairs: list, dc, cache_dir: str | None, with_top_k: bool = Tru
   if dc.responses == "gold":
     responses = [qa.answers[0] for _, qa in pairs]
   else:
-    responses = greedy_answers(base, teacher_prompts, dc.max_teacher_len, dc.max_answer - 4,
-                               dc.teacher_batch, desc="teacher answers")
+    responses = gen.chat(
+      base,
+      teacher_prompts,
+      dc.max_answer - 4,
+      batch=dc.teacher_batch,
+      width=dc.max_teacher_len,
+      desc="teacher answers",
+    )
     # Decoded text can re-tokenise longer than it was generated (byte-level merges across the
     # whitespace strip): keep what fits max_answer with the end-of-turn token.
-    fit = lambda ids: tok.decode(ids[:dc.max_answer - 4]).strip()
+    fit = lambda ids: tok.decode(ids[: dc.max_answer - 4]).strip()
     responses = [fit(tok(r, add_special_tokens=False)["input_ids"]) for r in responses]
-  student = [encode_example(tok, Example(qa.question, r), dc.max_len) for (_, qa), r in zip(pairs, responses)]
+  student = [
+    encode_example(tok, Example(qa.question, r), dc.max_len) for (_, qa), r in zip(pairs, responses)
+  ]
   out = pad_batch(student, dc.max_len, tok.pad_token_id or 0, dc.max_answer)
   out["responses"] = np.asarray(responses)
   if with_top_k:
@@ -115,23 +113,35 @@ def prepare(base, pairs: list, dc, cache_dir: str | None, with_top_k: bool = Tru
   return out
 
 
-def _teacher_top_k(base, teacher_prompts: list[str], responses: list[str], student_targets, dc) -> dict:
+def _teacher_top_k(
+  base, teacher_prompts: list[str], responses: list[str], student_targets, dc
+) -> dict:
   """The teacher's top-k log-probs and ids at every answer token: [n, max_answer, top_k]."""
-  from tqdm.auto import tqdm
-
   tok = base.tokenizer
   longest = max(len(prompt_ids(tok, Example(p, ""))) for p in teacher_prompts) + dc.max_answer
   if longest > dc.max_teacher_len:
-    raise ValueError(f"a document with its question needs {longest} tokens, more than "
-                     f"data.max_teacher_len={dc.max_teacher_len}; raise it or use shorter documents")
-  teacher = [encode_example(tok, Example(p, r), dc.max_teacher_len) for p, r in zip(teacher_prompts, responses)]
+    raise ValueError(
+      f"a document with its question needs {longest} tokens, more than "
+      f"data.max_teacher_len={dc.max_teacher_len}; raise it or use shorter documents"
+    )
+  teacher = [
+    encode_example(tok, Example(p, r), dc.max_teacher_len)
+    for p, r in zip(teacher_prompts, responses)
+  ]
   teacher_batch = pad_batch(teacher, dc.max_teacher_len, tok.pad_token_id or 0, dc.max_answer)
   if not np.array_equal(teacher_batch["target_ids"], student_targets):
-    raise ValueError("teacher and student tokenise the answers differently; the chat template must "
-                     "end the user turn before the answer")
+    raise ValueError(
+      "teacher and student tokenise the answers differently; the chat template must "
+      "end the user turn before the answer"
+    )
   model = base.module()
-  logits_fn = jax.jit(lambda p, b: model.apply({"params": p}, b["tokens"], b["attention_mask"],
-                                               logits_at=b["target_index"]).logits)
+  logits_fn = jax.jit(
+    lambda p, b: (
+      model.apply(
+        {"params": p}, b["tokens"], b["attention_mask"], logits_at=b["target_index"]
+      ).logits
+    )
+  )
   ids, logprobs = [], []
   size = dc.teacher_batch
   for part in tqdm(list(_batches(len(teacher), size)), desc="teacher top-k", leave=False):
@@ -140,5 +150,7 @@ def _teacher_top_k(base, teacher_prompts: list[str], responses: list[str], stude
     n = part.stop - part.start
     ids.append(np.asarray(top_ids)[:n])
     logprobs.append(np.asarray(top_logprobs)[:n])
-  return {"teacher_ids": np.concatenate(ids).astype(np.int32),
-          "teacher_logprobs": np.concatenate(logprobs).astype(np.float32)}
+  return {
+    "teacher_ids": np.concatenate(ids).astype(np.int32),
+    "teacher_logprobs": np.concatenate(logprobs).astype(np.float32),
+  }

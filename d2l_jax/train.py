@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
-from hyperlora import ckpt, sharding
-from hyperlora import lora as lora_lib
-from hyperlora import train as train_lib
-from hyperlora.metrics import MetricWriter
 from d2l_jax import corpus, diagnostics, squad, teacher
 from d2l_jax import model as d2l_model
 from d2l_jax.data import DocBatches
+from hyperlora import lora as lora_lib
+from hyperlora import run_dir, sharding
+from hyperlora import train as train_lib
+from hyperlora.metrics import MetricWriter
 
 log = logging.getLogger(__name__)
 LOSSES = ("distill", "ce")
@@ -26,13 +26,20 @@ def training_documents(setup, config, cache_dir: str) -> list:
   if dc.corpus == "synthetic":
     documents = corpus.synthetic_corpus(dc.train_documents, seed=config.train.seed)
   elif dc.corpus == "squad":
-    documents = squad.load(dc.squad_file, cache_dir)[:dc.train_documents or None]
+    documents = squad.load(dc.squad_file, cache_dir)[: dc.train_documents or None]
   else:
-    raise ValueError(f"unknown corpus {dc.corpus!r}; choose 'synthetic' or 'squad' (data.squad_file)")
+    raise ValueError(
+      f"unknown corpus {dc.corpus!r}; choose 'synthetic' or 'squad' (data.squad_file)"
+    )
   if dc.niah_documents:
-    documents += corpus.niah_corpus(setup.base.tokenizer, dc.niah_documents, dc.niah_max_len,
-                                    seed=config.train.seed + 7 * 10**6, min_tokens=dc.niah_min_len,
-                                    depths=dc.niah_train_depths)
+    documents += corpus.niah_corpus(
+      setup.base.tokenizer,
+      dc.niah_documents,
+      dc.niah_max_len,
+      seed=config.train.seed + 7 * 10**6,
+      min_tokens=dc.niah_min_len,
+      depths=dc.niah_train_depths,
+    )
   return documents
 
 
@@ -43,12 +50,6 @@ def question_pairs(documents, which: str = "study") -> tuple[list, np.ndarray]:
   return pairs, doc_index
 
 
-def saved_config(config, setup) -> dict:
-  out = ckpt.config_json(config)
-  out["spec"] = dataclasses.asdict(setup.spec)
-  return out
-
-
 def check_targets(config) -> None:
   """The two reference settings: the teacher's own answers distilled ('teacher' + 'distill', main
   setting) or gold answers with cross-entropy ('gold' + 'ce', NIAH setting)."""
@@ -56,10 +57,12 @@ def check_targets(config) -> None:
   if tc.loss not in LOSSES:
     raise ValueError(f"train.loss must be one of {LOSSES}, not {tc.loss!r}")
   if tc.loss == "distill" and dc.responses == "gold":
-    raise ValueError("data.responses='gold' with train.loss='distill' scores the gold answers with the "
-                     "teacher's top-k, which rarely ranks a gold token first, so the student never learns "
-                     "to start or end an answer; use data.responses='teacher' (distill the teacher's own "
-                     "answers) or train.loss='ce' (cross-entropy on the gold answers)")
+    raise ValueError(
+      "data.responses='gold' with train.loss='distill' scores the gold answers with the "
+      "teacher's top-k, which rarely ranks a gold token first, so the student never learns "
+      "to start or end an answer; use data.responses='teacher' (distill the teacher's own "
+      "answers) or train.loss='ce' (cross-entropy on the gold answers)"
+    )
 
 
 def probe_documents(config, tokenizer, documents: list) -> list[str]:
@@ -73,39 +76,79 @@ def probe_documents(config, tokenizer, documents: list) -> list[str]:
   return [d.text for d in documents[:2]]
 
 
+def training_batches(setup, config, cache_dir: str | None) -> DocBatches:
+  """The batches `train` steps through: the training documents, their study questions and the
+  targets (the teacher's top-k only when the loss uses them)."""
+  tc, dc = config.train, config.data
+  documents = training_documents(setup, config, cache_dir)
+  pairs, pair_doc = question_pairs(documents)
+  targets = teacher.prepare(setup.base, pairs, dc, cache_dir, with_top_k=tc.loss == "distill")
+  return DocBatches(
+    documents,
+    targets,
+    pair_doc,
+    setup.base.tokenizer,
+    docs_per_batch=dc.docs_per_batch,
+    queries_per_doc=dc.queries_per_doc,
+    max_doc_len=dc.max_doc_len,
+    chunk_counts=tc.chunk_counts,
+    chunk_probs=tc.chunk_probs,
+    min_chunk_len=tc.min_chunk_len,
+    seed=tc.seed,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+  )
+
+
 def train(config) -> str:
   """Meta-trains D2L into config.workdir; returns the workdir."""
   tc, dc = config.train, config.data
   check_targets(config)
   setup = d2l_model.build(config)
-  paths = d2l_model.workdir_paths(config.workdir)
-  documents = training_documents(setup, config, paths["cache"])
-  pairs, pair_doc = question_pairs(documents)
-  log.info("D2L hypernetwork: %s parameters; base %s; %d documents, %d questions",
-           f"{sum(x.size for x in jax.tree.leaves(jax.eval_shape(lambda: setup.init_params(0)))):,}",
-           setup.base.config.name, len(documents), len(pairs))
-  targets = teacher.prepare(setup.base, pairs, dc, paths["cache"], with_top_k=tc.loss == "distill")
-  batches = DocBatches(documents, targets, pair_doc, setup.base.tokenizer,
-                       docs_per_batch=dc.docs_per_batch, queries_per_doc=dc.queries_per_doc,
-                       max_doc_len=dc.max_doc_len, chunk_counts=tc.chunk_counts, chunk_probs=tc.chunk_probs,
-                       min_chunk_len=tc.min_chunk_len, seed=tc.seed, process_index=jax.process_index(),
-                       process_count=jax.process_count())
-  mesh = sharding.make_mesh(dict(config.mesh))
-  base_params = sharding.shard_base_params(setup.base.params, setup.base.module(), mesh)
+  paths = run_dir.paths(config.workdir)
+  batches = training_batches(setup, config, paths["cache"])
+  documents = batches.documents
+  log.info(
+    "D2L hypernetwork: %s parameters; base %s; %d documents, %d questions",
+    f"{sum(x.size for x in jax.tree.leaves(jax.eval_shape(lambda: setup.init_params(0)))):,}",
+    setup.base.config.name,
+    len(documents),
+    len(batches.targets["tokens"]),
+  )
+  mesh, rules, base_params = sharding.place(setup.base, config.mesh)
   dtype = jnp.dtype(config.dtype)
   optimizer = d2l_model.optimizer(tc)
-  loss_fn = train_lib.lm_loss_fn(setup.base.module(dtype, remat=tc.remat),
-                                 d2l_model.hypernet_adapter_fn(setup, dtype),
-                                 d2l_model.l1_penalty(tc.l1_coef), distill=tc.loss == "distill",
-                                 neftune_alpha=tc.neftune_alpha)
-  probe = diagnostics.make_probe(setup, probe_documents(config, setup.base.tokenizer, documents),
-                                 dc.max_doc_len)
+  loss_fn = train_lib.lm_loss_fn(
+    setup.base.module(dtype, remat=tc.remat),
+    d2l_model.hypernet_adapter_fn(setup, dtype),
+    d2l_model.l1_penalty(tc.l1_coef),
+    answer_loss=d2l_model.answer_loss(tc.loss),
+    neftune_alpha=tc.neftune_alpha,
+  )
+  probe = diagnostics.make_probe(
+    setup, probe_documents(config, setup.base.tokenizer, documents), dc.max_doc_len
+  )
   writer = MetricWriter(paths["logs"])
-  train_lib.run(loss_fn=loss_fn, optimizer=optimizer, init_params=lambda: setup.init_params(tc.seed),
-                batches=batches, steps=tc.steps, directory=paths["checkpoints"],
-                config_json=saved_config(config, setup), resume_keys=d2l_model.RESUME_KEYS, seed=tc.seed,
-                mesh=mesh, base_params=base_params, writer=writer, desc="d2l", log_every=tc.log_every,
-                ckpt_every=tc.ckpt_every, keep=tc.keep_checkpoints, probe=probe)
+  train_lib.run(
+    loss_fn=loss_fn,
+    optimizer=optimizer,
+    init_params=lambda: setup.init_params(tc.seed),
+    batches=batches,
+    steps=tc.steps,
+    directory=paths["checkpoints"],
+    config_json=run_dir.saved_config(config, "d2l", setup.spec),
+    resume_keys=d2l_model.RESUME_KEYS,
+    seed=tc.seed,
+    mesh=mesh,
+    rules=rules,
+    base_params=base_params,
+    writer=writer,
+    desc="d2l",
+    log_every=tc.log_every,
+    ckpt_every=tc.ckpt_every,
+    keep=tc.keep_checkpoints,
+    probe=probe,
+  )
   writer.close()
   return config.workdir
 
@@ -119,17 +162,22 @@ class ContextDistillation:
     self.base, self.steps, self.rank = base, ec.cd_steps, ec.cd_rank
     self.scale = lora_lib.standard_scale(ec.cd_alpha, ec.cd_rank)
     self.modules = tuple(config.hypernet.modules)
-    self.optimizer = train_lib.make_optimizer(ec.cd_lr, ec.cd_steps, warmup_frac=0.0, schedule="linear")
-    loss_fn = train_lib.lm_loss_fn(base.module(), train_lib.direct_adapter_fn(self.scale),
-                                   distill=config.train.loss == "distill")
+    self.optimizer = train_lib.make_optimizer(
+      ec.cd_lr, ec.cd_steps, warmup_frac=0.0, schedule="linear"
+    )
+    loss_fn = train_lib.lm_loss_fn(
+      base.module(),
+      train_lib.direct_adapter_fn(self.scale),
+      answer_loss=d2l_model.answer_loss(config.train.loss),
+    )
     self._step = jax.jit(train_lib.make_train_step(loss_fn, self.optimizer), donate_argnums=0)
 
   def __call__(self, targets: dict, seed: int = 0) -> lora_lib.LoRA:
     batch = {k: jnp.asarray(v) for k, v in targets.items() if k != "responses"}
-    params = lora_lib.init(jax.random.key(seed), self.base.config, self.modules, self.rank, self.scale).weights
+    params = lora_lib.init(
+      jax.random.key(seed), self.base.config, self.modules, self.rank, self.scale
+    ).weights
     state = train_lib.init_state(params, self.optimizer, seed)
-    from tqdm.auto import tqdm
-
     for _ in tqdm(range(self.steps), desc="context distillation", leave=False):
       state, metrics = self._step(state, self.base.params, batch)
     train_lib.check_finite(jax.device_get(metrics), self.steps)

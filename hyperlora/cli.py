@@ -1,4 +1,7 @@
-"""`hyperlora` command line: chat with a base model (optionally LoRA-patched), inspect a model."""
+"""`hyperlora` command line: chat with a base model (optionally LoRA-patched), inspect a model.
+
+JAX loads inside main(), after the arguments parse, so `--help` answers at once.
+"""
 
 from __future__ import annotations
 
@@ -19,12 +22,19 @@ Nothing is downloaded."""
 
 def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
-      prog="hyperlora", description="Functional LoRA-patched LLMs in JAX (hyperlora-jax core).",
-      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    prog="hyperlora",
+    description="Functional LoRA-patched LLMs in JAX (hyperlora-jax core).",
+    epilog=EPILOG,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   sub = parser.add_subparsers(dest="command", required=True)
 
-  chat = sub.add_parser("chat", help="answer prompts with the chat template applied",
-                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+  chat = sub.add_parser(
+    "chat",
+    help="answer prompts with the chat template applied",
+    epilog=EPILOG,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   chat.add_argument("prompts", nargs="+", help="one or more user messages (answered as one batch)")
   chat.add_argument("--model", default="smollm2", help="embedded name, HF directory or .gguf file")
   chat.add_argument("--adapter", help="PEFT LoRA directory to apply (must fit the model)")
@@ -32,8 +42,12 @@ def _parser() -> argparse.ArgumentParser:
   chat.add_argument("--max-new-tokens", type=int, default=64)
   chat.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
   chat.add_argument("--seed", type=int, default=0)
-  chat.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
-                    help="compute dtype (parameters keep the dtype they load in)")
+  chat.add_argument(
+    "--dtype",
+    choices=("float32", "bfloat16"),
+    default="float32",
+    help="compute dtype (parameters keep the dtype they load in)",
+  )
 
   info = sub.add_parser("info", help="print a model's config and parameter count")
   info.add_argument("--model", default="smollm2")
@@ -70,14 +84,24 @@ def main(argv: list[str] | None = None) -> int:
       print(f"error: {err}", file=sys.stderr)
       return 2
   start = time.perf_counter()
-  answers = generate.chat(loaded, args.prompts, args.max_new_tokens, lora, args.temperature,
-                          args.seed, args.system, dtype=jnp.dtype(args.dtype))
+  answers = generate.chat(
+    loaded,
+    args.prompts,
+    args.max_new_tokens,
+    lora,
+    args.temperature,
+    args.seed,
+    args.system,
+    dtype=jnp.dtype(args.dtype),
+  )
   elapsed = time.perf_counter() - start
   for prompt, answer in zip(args.prompts, answers):
     if len(args.prompts) > 1:
       print(f"> {prompt}")
     print(answer)
-  logging.getLogger("hyperlora").info("generated for %d prompt(s) in %.1fs (compile included)", len(args.prompts), elapsed)
+  logging.getLogger("hyperlora").info(
+    "generated for %d prompt(s) in %.1fs (compile included)", len(args.prompts), elapsed
+  )
   return 0
 
 

@@ -9,6 +9,7 @@ On CPU, collectives between processes run over Gloo.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 
@@ -26,14 +27,21 @@ def initialize() -> None:
   if os.environ.get("JAX_PLATFORMS", "") == "cpu" or not _has_accelerator_plugin():
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
   if explicit:
-    jax.distributed.initialize(explicit, int(os.environ["HYPERLORA_NUM_PROCESSES"]),
-                               int(os.environ["HYPERLORA_PROCESS_ID"]))
+    jax.distributed.initialize(
+      explicit, int(os.environ["HYPERLORA_NUM_PROCESSES"]), int(os.environ["HYPERLORA_PROCESS_ID"])
+    )
   else:
     jax.distributed.initialize()  # SLURM / TPU: cluster auto-detection
-  log.info("process %d of %d; %d local / %d global devices", jax.process_index(), jax.process_count(),
-           jax.local_device_count(), jax.device_count())
+  log.info(
+    "process %d of %d; %d local / %d global devices",
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_device_count(),
+    jax.device_count(),
+  )
 
 
 def _has_accelerator_plugin() -> bool:
-  import importlib.util
-  return any(importlib.util.find_spec(name) for name in ("jax_cuda12_plugin", "jax_cuda13_plugin", "libtpu"))
+  return any(
+    importlib.util.find_spec(name) for name in ("jax_cuda12_plugin", "jax_cuda13_plugin", "libtpu")
+  )

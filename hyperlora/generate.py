@@ -7,23 +7,34 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
 from hyperlora.lora import LoRA
 from hyperlora.models.transformer import KVCache, Transformer
+from hyperlora.sft import Example, prompt_ids
 
 
 @functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "temperature", "eos_ids"))
-def generate(model: Transformer, params: dict, tokens: jax.Array, attention_mask: jax.Array,
-             max_new_tokens: int, lora: LoRA | None = None, rng: jax.Array | None = None,
-             temperature: float = 0.0, eos_ids: tuple[int, ...] = ()) -> jax.Array:
+def generate(
+  model: Transformer,
+  params: dict,
+  tokens: jax.Array,
+  attention_mask: jax.Array,
+  max_new_tokens: int,
+  lora: LoRA | None = None,
+  rng: jax.Array | None = None,
+  temperature: float = 0.0,
+  eos_ids: tuple[int, ...] = (),
+) -> jax.Array:
   """Continues left-padded prompts tokens [batch, seq]; returns new tokens [batch, max_new_tokens].
 
   temperature 0 is greedy. After an eos token a row keeps emitting that eos token.
   """
   batch, seq = tokens.shape
   cache = KVCache.init(model.config, batch, seq + max_new_tokens, model.dtype)
-  out = model.apply({"params": params}, tokens, attention_mask, lora=lora, cache=cache,
-                    only_last_logits=True)
+  out = model.apply(
+    {"params": params}, tokens, attention_mask, lora=lora, cache=cache, only_last_logits=True
+  )
   rng = jax.random.key(0) if rng is None else rng
 
   def pick(logits, key):  # logits [batch, vocab]
@@ -35,8 +46,9 @@ def generate(model: Transformer, params: dict, tokens: jax.Array, attention_mask
     cache, logits, done, last = carry
     token = jnp.where(done, last, pick(logits, key))
     done = done | jnp.isin(token, jnp.asarray(eos_ids, jnp.int32))
-    out = model.apply({"params": params}, token[:, None], lora=lora, cache=cache,
-                      only_last_logits=True)
+    out = model.apply(
+      {"params": params}, token[:, None], lora=lora, cache=cache, only_last_logits=True
+    )
     return (out.cache, out.logits[:, -1], done, token), token
 
   init = (out.cache, out.logits[:, -1], jnp.zeros((batch,), bool), jnp.zeros((batch,), jnp.int32))
@@ -44,26 +56,24 @@ def generate(model: Transformer, params: dict, tokens: jax.Array, attention_mask
   return new_tokens.T  # [batch, max_new_tokens]
 
 
-def encode_chat(tokenizer, prompts: list[str], system: str | None = None,
-                width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def encode_chat(
+  tokenizer, prompts: list[str], system: str | None = None, width: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
   """Chat-formatted, left-padded token ids and mask [batch, seq] for a list of user messages."""
-  rows = []
-  for prompt in prompts:
-    messages = ([{"role": "system", "content": system}] if system else []) + [
-        {"role": "user", "content": prompt}]
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    rows.append(tokenizer(text, add_special_tokens=False)["input_ids"])
+  rows = [prompt_ids(tokenizer, Example(p, "", system or "")) for p in prompts]
   return left_pad(rows, tokenizer.pad_token_id or 0, width)
 
 
-def left_pad(rows: list[list[int]], pad_id: int = 0, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def left_pad(
+  rows: list[list[int]], pad_id: int = 0, width: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
   """[batch, width] tokens and mask; a fixed width keeps jitted shapes (and compiles) constant."""
   width = max(max(len(r) for r in rows), width or 0)
   tokens = np.full((len(rows), width), pad_id, np.int32)
   mask = np.zeros((len(rows), width), bool)
   for i, row in enumerate(rows):
-    tokens[i, width - len(row):] = row
-    mask[i, width - len(row):] = True
+    tokens[i, width - len(row) :] = row
+    mask[i, width - len(row) :] = True
   return tokens, mask
 
 
@@ -88,12 +98,62 @@ def eos_ids_of(tokenizer, config) -> tuple[int, ...]:
   return tuple(sorted(ids))
 
 
-def chat(loaded, prompts: list[str], max_new_tokens: int = 64, lora: LoRA | None = None,
-         temperature: float = 0.0, seed: int = 0, system: str | None = None,
-         dtype=jnp.float32) -> list[str]:
-  """Answers each prompt with the loaded model (optionally LoRA-patched)."""
-  tokens, mask = encode_chat(loaded.tokenizer, prompts, system)
-  eos = eos_ids_of(loaded.tokenizer, loaded.config)
-  new = generate(loaded.module(dtype), loaded.params, jnp.asarray(tokens), jnp.asarray(mask),
-                 max_new_tokens, lora, jax.random.key(seed), temperature, eos)
-  return decode(loaded.tokenizer, np.asarray(new), eos)
+def chat(
+  loaded,
+  prompts: list[str | Example],
+  max_new_tokens: int = 64,
+  lora: LoRA | None = None,
+  temperature: float = 0.0,
+  seed: int = 0,
+  system: str | None = None,
+  dtype=jnp.float32,
+  *,
+  batch: int | None = None,
+  width: int | None = None,
+  keep_end: bool = False,
+  desc: str | None = None,
+) -> list[str]:
+  """Answers each user message with the loaded model (optionally LoRA-patched): the one place that
+  turns prompts into answers (CLI, evaluations, D2L's teacher). A prompt is a user message, or an
+  sft.Example whose own system message and assistant prefill are used (its target is not).
+
+  batch: prompts per generate call (None: all at once, required for a per-row LoRA whose leading
+  axis matches the prompts); a short last batch is filled up so every call has one shape. width:
+  padded prompt length (None: the longest prompt rounded up to 32 tokens); a longer prompt is an
+  error, or with keep_end its last `width` tokens are kept. desc: a progress bar label.
+  """
+  tok = loaded.tokenizer
+  eos = eos_ids_of(tok, loaded.config)
+  model = loaded.module(dtype)
+  size = batch or len(prompts)
+  rows = [
+    prompt_ids(tok, p if isinstance(p, Example) else Example(p, "", system or "")) for p in prompts
+  ]
+  answers = []
+  starts = range(0, len(rows), size)
+  for start in tqdm(starts, desc=desc, leave=False, disable=desc is None or len(starts) < 2):
+    part = rows[start : start + size]
+    part += [part[-1]] * (size - len(part))  # a full batch keeps the shape (one compile)
+    longest = max(map(len, part))
+    fixed = width or -(-longest // 32) * 32
+    if longest > fixed:
+      if not keep_end:
+        raise ValueError(
+          f"a prompt of {longest} tokens exceeds the width {fixed}; raise the "
+          f"config's max length or use shorter prompts"
+        )
+      part = [r[-fixed:] for r in part]
+    tokens, mask = left_pad(part, tok.pad_token_id or 0, fixed)
+    new = generate(
+      model,
+      loaded.params,
+      jnp.asarray(tokens),
+      jnp.asarray(mask),
+      max_new_tokens,
+      lora,
+      jax.random.fold_in(jax.random.key(seed), start),
+      temperature,
+      eos,
+    )
+    answers += decode(tok, np.asarray(new), eos)[: len(rows) - start]
+  return [a.strip() for a in answers]

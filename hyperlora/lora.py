@@ -42,7 +42,9 @@ class LoRA:
   def check_modules(self) -> None:
     unknown = sorted(set(self.weights) - set(LORA_TARGETS))
     if unknown:
-      raise ValueError(f"LoRA targets unknown module(s) {unknown}; choose from {sorted(LORA_TARGETS)}")
+      raise ValueError(
+        f"LoRA targets unknown module(s) {unknown}; choose from {sorted(LORA_TARGETS)}"
+      )
 
   def layer_major(self) -> "LoRA":
     """Moves the layer axis first ([layers, batch, ...]) so the layer scan can slice it."""
@@ -70,8 +72,16 @@ def standard_scale(alpha: float, rank: int) -> float:
   return alpha / rank
 
 
-def init(rng: Array, config: ModelConfig, modules, rank: int, scale: float = 1.0,
-         batch: int | None = None, b_std: float = 0.0, dtype=jnp.float32) -> LoRA:
+def init(
+  rng: Array,
+  config: ModelConfig,
+  modules,
+  rank: int,
+  scale: float = 1.0,
+  batch: int | None = None,
+  b_std: float = 0.0,
+  dtype=jnp.float32,
+) -> LoRA:
   """PEFT-style init: A kaiming-uniform (a=sqrt(5)), B = 0 unless b_std > 0 (random adapter)."""
   lead = (() if batch is None else (batch,)) + (config.num_layers,)
   weights = {}
@@ -87,8 +97,10 @@ def init(rng: Array, config: ModelConfig, modules, rank: int, scale: float = 1.0
 
 def delta_weights(lora: LoRA) -> dict[str, Array]:
   """dW = scale * B @ A per module: [batch?, layers, d_out, d_in]."""
-  return {m: lora.scale * jnp.einsum("...or,...ri->...oi", w["B"], w["A"])
-          for m, w in lora.weights.items()}
+  return {
+    m: lora.scale * jnp.einsum("...or,...ri->...oi", w["B"], w["A"])
+    for m, w in lora.weights.items()
+  }
 
 
 def fold_scale(lora: LoRA) -> LoRA:
@@ -106,14 +118,19 @@ def concat_rank(loras: list[LoRA]) -> LoRA:
     loras = [fold_scale(l) for l in loras]
   if len({l.modules for l in loras}) != 1:
     raise ValueError("can only combine adapters on the same modules")
-  weights = {m: {"A": jnp.concatenate([l.weights[m]["A"] for l in loras], axis=-2),
-                 "B": jnp.concatenate([l.weights[m]["B"] for l in loras], axis=-1)}
-             for m in loras[0].modules}
+  weights = {
+    m: {
+      "A": jnp.concatenate([l.weights[m]["A"] for l in loras], axis=-2),
+      "B": jnp.concatenate([l.weights[m]["B"] for l in loras], axis=-1),
+    }
+    for m in loras[0].modules
+  }
   return LoRA(weights, loras[0].scale)
 
 
 def merge(params: dict, lora: LoRA) -> dict:
-  """Base params with an unbatched adapter merged into the kernels (kernel is [layers, d_in, d_out])."""
+  """Base params with an unbatched adapter merged into the kernels (kernel is [layers, d_in,
+  d_out])."""
   if lora.is_batched:
     raise ValueError("merge takes one adapter; select one with lora.example(i)")
   layers = jax.tree.map(lambda x: x, params["layers"])  # Shallow copy of the nested dicts.
@@ -128,11 +145,12 @@ def check_compatible(lora: LoRA, config: ModelConfig, source: str = "adapter") -
   lora.check_modules()
   for module, w in lora.weights.items():
     d_in, d_out = config.projection_dims(module)
-    layers, rank = w["A"].shape[-3], w["A"].shape[-2]
+    rank = w["A"].shape[-2]
     want_a, want_b = (config.num_layers, rank, d_in), (config.num_layers, d_out, rank)
     if w["A"].shape[-3:] != want_a or w["B"].shape[-3:] != want_b:
       raise ValueError(
-          f"{source} does not fit base model {config.name or config.family!r}: {module} has "
-          f"A {tuple(w['A'].shape[-3:])}, B {tuple(w['B'].shape[-3:])} but the base needs "
-          f"A {want_a}, B {want_b} ([layers, r, d_in], [layers, d_out, r]); was it made for "
-          f"another model?")
+        f"{source} does not fit base model {config.name or config.family!r}: {module} has "
+        f"A {tuple(w['A'].shape[-3:])}, B {tuple(w['B'].shape[-3:])} but the base needs "
+        f"A {want_a}, B {want_b} ([layers, r, d_in], [layers, d_out, r]); was it made for "
+        f"another model?"
+      )

@@ -8,8 +8,9 @@ import jax.numpy as jnp
 from hyperlora.lora import LoRA
 
 
-def answer_cross_entropy(logits: jax.Array, targets: jax.Array, mask: jax.Array,
-                         label_smoothing: float = 0.0) -> jax.Array:
+def answer_cross_entropy(
+  logits: jax.Array, targets: jax.Array, mask: jax.Array, label_smoothing: float = 0.0
+) -> jax.Array:
   """Per-example mean loss over answer tokens: [batch].
 
   logits [batch, k, vocab] predict targets [batch, k]; mask [batch, k] marks real answer tokens.
@@ -23,12 +24,14 @@ def answer_cross_entropy(logits: jax.Array, targets: jax.Array, mask: jax.Array,
   return (nll * mask).sum(-1) / jnp.maximum(mask.sum(-1), 1.0)
 
 
-def distillation_loss(logits: jax.Array, teacher_ids: jax.Array, teacher_logprobs: jax.Array,
-                      mask: jax.Array) -> jax.Array:
+def distillation_loss(
+  logits: jax.Array, teacher_ids: jax.Array, teacher_logprobs: jax.Array, mask: jax.Array
+) -> jax.Array:
   """Per-example -sum_{j in top-k} p_T(j) log q_S(j), averaged over answer tokens: [batch].
 
   logits [batch, n, vocab] (student); teacher_ids / teacher_logprobs [batch, n, k] (the teacher's
-  top-k, cached); mask [batch, n]. As the reference, the teacher's top-k probabilities are used as they are
+  top-k, cached); mask [batch, n]. As the reference, the teacher's top-k probabilities are used as
+  they are
   (exp of its full-vocabulary log-probs), not renormalised over the k.
   """
   log_q = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)

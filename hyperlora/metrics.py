@@ -7,6 +7,7 @@ import os
 
 import jax
 import numpy as np
+from tensorboardX import SummaryWriter
 
 
 class MetricWriter:
@@ -14,8 +15,6 @@ class MetricWriter:
     self.enabled = jax.process_index() == 0
     if not self.enabled:
       return
-    from tensorboardX import SummaryWriter
-
     os.makedirs(logdir, exist_ok=True)
     self._tb = SummaryWriter(logdir)
     self._jsonl = open(os.path.join(logdir, "metrics.jsonl"), "a")
@@ -56,8 +55,9 @@ def markdown_table(rows: list[dict], float_format: str = ".3f") -> str:
   return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells]) + "\n"
 
 
-def bootstrap_ci(groups: list, n_resamples: int = 2000, level: float = 0.95,
-                 seed: int = 0) -> tuple[float, float, float]:
+def bootstrap_ci(
+  groups: list, n_resamples: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
   """(mean, low, high): the mean of all items and its bootstrap interval, resampling groups (tasks,
   documents) and then the items within each drawn group. groups: a list of item-score lists.
   Seeded, so a table is the same on every run."""

@@ -23,11 +23,15 @@ from hyperlora.models.config import LORA_TARGETS, ModelConfig
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
-_KEY = re.compile(r"^base_model\.model\.model\.layers\.(\d+)\.(self_attn|mlp)\.(\w+)\.lora_([AB])\.weight$")
+_KEY = re.compile(
+  r"^base_model\.model\.model\.layers\.(\d+)\.(self_attn|mlp)\.(\w+)\.lora_([AB])\.weight$"
+)
 
 
 def _key(layer: int, module: str, which: str) -> str:
-  return f"base_model.model.model.layers.{layer}.{LORA_TARGETS[module]}.{module}.lora_{which}.weight"
+  return (
+    f"base_model.model.model.layers.{layer}.{LORA_TARGETS[module]}.{module}.lora_{which}.weight"
+  )
 
 
 def export(lora: LoRA, out_dir: str, base_model: str = "", extra: dict | None = None) -> str:
@@ -45,16 +49,27 @@ def export(lora: LoRA, out_dir: str, base_model: str = "", extra: dict | None = 
       tensors[_key(layer, module, "A")] = np.ascontiguousarray(w["A"][layer], np.float32)
       tensors[_key(layer, module, "B")] = np.ascontiguousarray(w["B"][layer], np.float32)
   config = {
-      "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base_model,
-      "r": lora.rank, "lora_alpha": lora.rank, "use_rslora": False, "lora_dropout": 0.0,
-      "target_modules": list(lora.modules), "bias": "none", "fan_in_fan_out": False,
-      "inference_mode": True, "init_lora_weights": True, "modules_to_save": None,
+    "peft_type": "LORA",
+    "task_type": "CAUSAL_LM",
+    "base_model_name_or_path": base_model,
+    "r": lora.rank,
+    "lora_alpha": lora.rank,
+    "use_rslora": False,
+    "lora_dropout": 0.0,
+    "target_modules": list(lora.modules),
+    "bias": "none",
+    "fan_in_fan_out": False,
+    "inference_mode": True,
+    "init_lora_weights": True,
+    "modules_to_save": None,
   }
   parent = os.path.dirname(os.path.abspath(out_dir))
   os.makedirs(parent, exist_ok=True)
   staging = tempfile.mkdtemp(prefix=".adapter-", dir=parent)
   try:
-    safetensors.numpy.save_file(tensors, os.path.join(staging, WEIGHTS_FILE), metadata={"format": "pt"})
+    safetensors.numpy.save_file(
+      tensors, os.path.join(staging, WEIGHTS_FILE), metadata={"format": "pt"}
+    )
     with open(os.path.join(staging, CONFIG_FILE), "w") as f:
       json.dump(config, f, indent=2)
     if extra:
@@ -69,13 +84,16 @@ def export(lora: LoRA, out_dir: str, base_model: str = "", extra: dict | None = 
   return out_dir
 
 
-def export_batch(lora: LoRA, out_dirs: list[str], base_model: str = "",
-                 extras: list[dict] | None = None) -> list[str]:
+def export_batch(
+  lora: LoRA, out_dirs: list[str], base_model: str = "", extras: list[dict] | None = None
+) -> list[str]:
   """Per-example adapters (batched LoRA) -> one PEFT directory each."""
   if not lora.is_batched or lora.batch_size != len(out_dirs):
     raise ValueError(f"need a batched LoRA with one adapter per directory ({len(out_dirs)})")
   extras = extras or [None] * len(out_dirs)
-  return [export(lora.example(i), d, base_model, e) for i, (d, e) in enumerate(zip(out_dirs, extras))]
+  return [
+    export(lora.example(i), d, base_model, e) for i, (d, e) in enumerate(zip(out_dirs, extras))
+  ]
 
 
 def load(adapter_dir: str, config: ModelConfig | None = None) -> LoRA:
@@ -84,39 +102,50 @@ def load(adapter_dir: str, config: ModelConfig | None = None) -> LoRA:
   weights_path = os.path.join(adapter_dir, WEIGHTS_FILE)
   for path in (config_path, weights_path):
     if not os.path.isfile(path):
-      raise FileNotFoundError(f"{adapter_dir!r} is not a PEFT adapter directory: missing {os.path.basename(path)}")
+      raise FileNotFoundError(
+        f"{adapter_dir!r} is not a PEFT adapter directory: missing {os.path.basename(path)}"
+      )
   with open(config_path) as f:
     peft_config = json.load(f)
   if peft_config.get("peft_type", "LORA") != "LORA":
     raise ValueError(f"{adapter_dir!r} holds a {peft_config['peft_type']} adapter, not LORA")
   if peft_config.get("rank_pattern") or peft_config.get("alpha_pattern"):
-    raise ValueError(f"{adapter_dir!r} uses rank_pattern/alpha_pattern, which hyperlora does not read")
+    raise ValueError(
+      f"{adapter_dir!r} uses rank_pattern/alpha_pattern, which hyperlora does not read"
+    )
   rank = int(peft_config["r"])
   alpha = float(peft_config.get("lora_alpha", rank))
-  scale = (lora_lib.rslora_scale if peft_config.get("use_rslora") else lora_lib.standard_scale)(alpha, rank)
+  scale = (lora_lib.rslora_scale if peft_config.get("use_rslora") else lora_lib.standard_scale)(
+    alpha, rank
+  )
 
   per_module: dict[str, dict[str, dict[int, np.ndarray]]] = {}
   for key, array in safetensors.numpy.load_file(weights_path).items():
     match = _KEY.match(key)
     if not match:
-      raise ValueError(f"{adapter_dir!r}: unexpected tensor {key!r} (only q/k/v/o/gate/up/down LoRA is read)")
+      raise ValueError(
+        f"{adapter_dir!r}: unexpected tensor {key!r} (only q/k/v/o/gate/up/down LoRA is read)"
+      )
     layer, module, which = int(match[1]), match[3], match[4]
     per_module.setdefault(module, {}).setdefault(which, {})[layer] = array.astype(np.float32)
 
-  num_layers = config.num_layers if config else 1 + max(
-      l for parts in per_module.values() for l in parts["A"])
+  num_layers = (
+    config.num_layers if config else 1 + max(l for parts in per_module.values() for l in parts["A"])
+  )
   weights = {}
   for module, parts in per_module.items():
     if set(parts["A"]) != set(parts["B"]):
       raise ValueError(f"{adapter_dir!r}: {module} has lora_A and lora_B for different layers")
     if max(parts["A"]) >= num_layers:
-      raise ValueError(f"{adapter_dir!r}: {module} has layer {max(parts['A'])} but the base model "
-                       f"has {num_layers} layers; was it made for another model?")
+      raise ValueError(
+        f"{adapter_dir!r}: {module} has layer {max(parts['A'])} but the base model "
+        f"has {num_layers} layers; was it made for another model?"
+      )
     a_shape, b_shape = next(iter(parts["A"].values())).shape, next(iter(parts["B"].values())).shape
     # Layers PEFT left out (layers_to_transform) carry no change: zeros.
     weights[module] = {
-        "A": np.stack([parts["A"].get(l, np.zeros(a_shape, np.float32)) for l in range(num_layers)]),
-        "B": np.stack([parts["B"].get(l, np.zeros(b_shape, np.float32)) for l in range(num_layers)]),
+      "A": np.stack([parts["A"].get(l, np.zeros(a_shape, np.float32)) for l in range(num_layers)]),
+      "B": np.stack([parts["B"].get(l, np.zeros(b_shape, np.float32)) for l in range(num_layers)]),
     }
   lora = LoRA(jax.tree.map(jax.numpy.asarray, weights), scale)
   if config is not None:

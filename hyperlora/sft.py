@@ -19,30 +19,36 @@ class Example(NamedTuple):
 
 def _messages(example: Example) -> list[dict]:
   return ([{"role": "system", "content": example.system}] if example.system else []) + [
-      {"role": "user", "content": example.prompt}]
+    {"role": "user", "content": example.prompt}
+  ]
 
 
 def prompt_ids(tokenizer, example: Example) -> list[int]:
   """Token ids of the chat-formatted prompt, up to where the model starts answering."""
-  text = tokenizer.apply_chat_template(_messages(example), add_generation_prompt=True, tokenize=False)
+  text = tokenizer.apply_chat_template(
+    _messages(example), add_generation_prompt=True, tokenize=False
+  )
   return tokenizer(text + example.prefill, add_special_tokens=False)["input_ids"]
 
 
 def encode_example(tokenizer, example: Example, max_len: int) -> tuple[list[int], list[int]]:
   """Chat-formatted prompt + target + end of turn -> (token ids, loss mask on the answer)."""
   full_text = tokenizer.apply_chat_template(
-      _messages(example) + [{"role": "assistant", "content": example.prefill + example.target}],
-      tokenize=False)
+    _messages(example) + [{"role": "assistant", "content": example.prefill + example.target}],
+    tokenize=False,
+  )
   prompt = prompt_ids(tokenizer, example)
   full_ids = tokenizer(full_text, add_special_tokens=False)["input_ids"]
-  if full_ids[:len(prompt)] != prompt:
-    raise ValueError("the chat template does not extend the prompt with the answer; "
-                     "is this tokenizer's template a chat template?")
-  answer_ids = full_ids[len(prompt):]
-  answer_ids = answer_ids[:_end_of_answer(tokenizer, answer_ids)]
+  if full_ids[: len(prompt)] != prompt:
+    raise ValueError(
+      "the chat template does not extend the prompt with the answer; "
+      "is this tokenizer's template a chat template?"
+    )
+  answer_ids = full_ids[len(prompt) :]
+  answer_ids = answer_ids[: _end_of_answer(tokenizer, answer_ids)]
   if len(answer_ids) >= max_len:
     raise ValueError(f"answer of {len(answer_ids)} tokens does not fit max_len={max_len}")
-  prompt = prompt[-(max_len - len(answer_ids)):]  # Keep the end of a long prompt.
+  prompt = prompt[-(max_len - len(answer_ids)) :]  # Keep the end of a long prompt.
   return prompt + answer_ids, [0] * len(prompt) + [1] * len(answer_ids)
 
 
@@ -55,8 +61,9 @@ def _end_of_answer(tokenizer, answer_ids: list[int]) -> int:
   return len(answer_ids)
 
 
-def pad_batch(rows: list[tuple[list[int], list[int]]], max_len: int, pad_id: int,
-              max_answer: int = 16) -> dict:
+def pad_batch(
+  rows: list[tuple[list[int], list[int]]], max_len: int, pad_id: int, max_answer: int = 16
+) -> dict:
   """Right-padded tokens [batch, max_len] plus the answer targets [batch, max_answer]: token
   target_ids[i, j] is predicted at position target_index[i, j] (where target_mask is 1)."""
   n = len(rows)
@@ -66,12 +73,17 @@ def pad_batch(rows: list[tuple[list[int], list[int]]], max_len: int, pad_id: int
   target_ids = np.zeros((n, max_answer), np.int32)
   target_mask = np.zeros((n, max_answer), np.float32)
   for i, (ids, mask) in enumerate(rows):
-    tokens[i, :len(ids)], attention_mask[i, :len(ids)] = ids, True
+    tokens[i, : len(ids)], attention_mask[i, : len(ids)] = ids, True
     answer = [p for p, m in enumerate(mask) if m]
     if len(answer) > max_answer:
       raise ValueError(f"answer of {len(answer)} tokens exceeds max_answer={max_answer}")
-    target_index[i, :len(answer)] = np.asarray(answer) - 1
-    target_ids[i, :len(answer)] = [ids[p] for p in answer]
-    target_mask[i, :len(answer)] = 1.0
-  return {"tokens": tokens, "attention_mask": attention_mask, "target_index": target_index,
-          "target_ids": target_ids, "target_mask": target_mask}
+    target_index[i, : len(answer)] = np.asarray(answer) - 1
+    target_ids[i, : len(answer)] = [ids[p] for p in answer]
+    target_mask[i, : len(answer)] = 1.0
+  return {
+    "tokens": tokens,
+    "attention_mask": attention_mask,
+    "target_index": target_index,
+    "target_ids": target_ids,
+    "target_mask": target_mask,
+  }

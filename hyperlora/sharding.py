@@ -14,26 +14,54 @@ import math
 import flax.linen as nn
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 log = logging.getLogger(__name__)
 
 MESH_AXES = ("data", "fsdp", "tensor")
 RULES = (
-    ("batch", ("data", "fsdp")),
-    ("vocab", "tensor"),
-    ("embed", "fsdp"),
-    ("heads", "tensor"),
-    ("kv_heads", "tensor"),
-    ("mlp", "tensor"),
-    ("layers", None),
-    ("norm", None),
-    ("hyper_in", "fsdp"),  # hypernetwork heads: [head_in, r (d_in + d_out)]
-    ("hyper_out", "tensor"),
-    ("hyper_latent", "fsdp"),  # D2L Perceiver: latent width, MLP width, attention heads
-    ("hyper_mlp", "tensor"),
-    ("hyper_heads", "tensor"),
+  ("batch", ("data", "fsdp")),
+  ("vocab", "tensor"),
+  ("embed", "fsdp"),
+  ("heads", "tensor"),
+  ("kv_heads", "tensor"),
+  ("mlp", "tensor"),
+  ("layers", None),
+  ("norm", None),
+  ("hyper_in", "fsdp"),  # hypernetwork heads: [head_in, r (d_in + d_out)]
+  ("hyper_out", "tensor"),
+  ("hyper_latent", "fsdp"),  # D2L Perceiver: latent width, MLP width, attention heads
+  ("hyper_mlp", "tensor"),
+  ("hyper_heads", "tensor"),
 )
+
+
+def rules_from_config(mesh_config) -> tuple:
+  """RULES with a config's overrides: mesh_config.rules holds (logical name, mesh axis or axes or
+  None) pairs that replace (or add to) the entries of the table."""
+  overrides = {
+    name: (tuple(axes) if isinstance(axes, list) else axes)
+    for name, axes in mesh_config.get("rules", ())
+  }
+  unknown = [
+    a
+    for axes in overrides.values()
+    for a in ((axes,) if isinstance(axes, str) else axes or ())
+    if a not in MESH_AXES
+  ]
+  if unknown:
+    raise ValueError(f"mesh.rules names mesh axes {unknown}; the mesh axes are {MESH_AXES}")
+  table = dict(RULES)
+  table.update(overrides)
+  return tuple(table.items())
+
+
+def place(base, mesh_config) -> tuple[Mesh, tuple, dict]:
+  """(mesh, rules, base params sharded onto it) for a config's `mesh` section: what every trainer
+  and loader of a run uses. The base params are frozen (never donated)."""
+  mesh, rules = make_mesh(dict(mesh_config)), rules_from_config(mesh_config)
+  return mesh, rules, shard_base_params(base.params, base.module(), mesh, rules)
 
 
 def make_mesh(shape: dict | tuple, devices=None) -> Mesh:
@@ -45,8 +73,10 @@ def make_mesh(shape: dict | tuple, devices=None) -> Mesh:
   known = math.prod(s for s in sizes if s != -1)
   sizes = [len(devices) // known if s == -1 else s for s in sizes]
   if math.prod(sizes) != len(devices):
-    raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices, "
-                     f"but {len(devices)} are available")
+    raise ValueError(
+      f"mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices, "
+      f"but {len(devices)} are available"
+    )
   return Mesh(np.asarray(devices).reshape(sizes), MESH_AXES)
 
 
@@ -57,7 +87,9 @@ def _fit(spec: P, shape, mesh: Mesh) -> P:
     names = (axes,) if isinstance(axes, str) else tuple(axes or ())
     size = math.prod(mesh.shape[n] for n in names)
     if names and dim % size:
-      log.info("replicating a dimension of %d: mesh axes %s (size %d) do not divide it", dim, names, size)
+      log.info(
+        "replicating a dimension of %d: mesh axes %s (size %d) do not divide it", dim, names, size
+      )
       names = ()
     fitted.append(names[0] if len(names) == 1 else (names or None))
   return P(*fitted)
@@ -88,7 +120,9 @@ def replicated(mesh: Mesh) -> NamedSharding:
 def shard_batch(batch: dict, mesh: Mesh, rules=RULES) -> dict:
   """A host batch (the process's own rows) -> global arrays sharded on their leading axis."""
   sharding = batch_sharding(mesh, rules)
-  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
+  return jax.tree.map(
+    lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch
+  )
 
 
 def shard_base_params(params: dict, model, mesh: Mesh, rules=RULES) -> dict:

@@ -23,7 +23,9 @@ def free_port() -> int:
 
 
 def main() -> int:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   parser.add_argument("--processes", type=int, default=2)
   parser.add_argument("--devices-per-process", type=int, default=1, help="forced CPU devices each")
   parser.add_argument("--logdir", default="runs/launch_logs")
@@ -36,11 +38,18 @@ def main() -> int:
   coordinator = f"127.0.0.1:{free_port()}"
   procs = []
   for i in range(args.processes):
-    env = dict(os.environ, HYPERLORA_COORDINATOR=coordinator, HYPERLORA_NUM_PROCESSES=str(args.processes),
-               HYPERLORA_PROCESS_ID=str(i), JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"),
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={args.devices_per_process}")
+    env = dict(
+      os.environ,
+      HYPERLORA_COORDINATOR=coordinator,
+      HYPERLORA_NUM_PROCESSES=str(args.processes),
+      HYPERLORA_PROCESS_ID=str(i),
+      JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"),
+      XLA_FLAGS=f"--xla_force_host_platform_device_count={args.devices_per_process}",
+    )
     out = None if i == 0 else open(os.path.join(args.logdir, f"process_{i}.log"), "w")
-    procs.append(subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT if out else None))
+    procs.append(
+      subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT if out else None)
+    )
   codes = [p.wait() for p in procs]
   return next((c for c in codes if c), 0)
 

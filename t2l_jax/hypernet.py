@@ -99,13 +99,18 @@ class T2LHypernet(nn.Module):
     s = self.spec
     h, n_mod, n_tasks = s.latent, len(s.modules), task_emb.shape[0]
     task = nn.LayerNorm()(nn.Dense(h // 2, name="task_proj")(task_emb))  # [tasks, h/2]
-    depth = nn.LayerNorm()(nn.Embed(s.num_layers, h // 4, name="depth_emb")(jnp.arange(s.num_layers)))
+    depth = nn.LayerNorm()(
+      nn.Embed(s.num_layers, h // 4, name="depth_emb")(jnp.arange(s.num_layers))
+    )
     module = nn.LayerNorm()(nn.Embed(n_mod, h // 4, name="module_emb")(jnp.arange(n_mod)))
-    z = jnp.concatenate([
+    z = jnp.concatenate(
+      [
         jnp.broadcast_to(task[:, None, None], (n_tasks, s.num_layers, n_mod, h // 2)),
         jnp.broadcast_to(depth[None, :, None], (n_tasks, s.num_layers, n_mod, h // 4)),
         jnp.broadcast_to(module[None, None], (n_tasks, s.num_layers, n_mod, h // 4)),
-    ], axis=-1)  # [tasks, L, M, h]
+      ],
+      axis=-1,
+    )  # [tasks, L, M, h]
     z = nn.Dropout(s.dropout)(z, deterministic)
     z = FeedForward(h, s.dropout, pre_norm=False, name="mixer")(z, deterministic)
     z = z + FeedForward(h, s.dropout, pre_norm=True, name="mlp1")(z, deterministic)
@@ -118,7 +123,8 @@ class T2LHypernet(nn.Module):
       z = z[..., None, :] + rank_emb  # [tasks, L, M, 2, r, h]
     z = z + FeedForward(h, s.dropout, pre_norm=True, name="mlp2")(z, deterministic)
     z = FeedForward(s.head_in, s.dropout, pre_norm=True, final_dropout=False, name="mlp3")(
-        z, deterministic)
+      z, deterministic
+    )
 
     weights = {}
     for m, (module_name, (d_in, d_out)) in enumerate(zip(s.modules, s.dims)):
@@ -131,16 +137,25 @@ class T2LHypernet(nn.Module):
     if s.variant == "L":
       bias_a = _kaiming_bias(d_in)
       init = lambda key, shape, dtype=jnp.float32: jnp.concatenate(
-          [bias_a(key, (r * d_in,), dtype), jnp.zeros((r * d_out,), dtype)])
-      out = nn.Dense(r * (d_in + d_out), kernel_init=_head_kernel_init, bias_init=_head_bias(init),
-                     name=f"head_{name}")(z)  # [tasks, L, r (d_in + d_out)]
-      a = out[..., :r * d_in].reshape(*out.shape[:-1], r, d_in)
-      b = out[..., r * d_in:].reshape(*out.shape[:-1], d_out, r)
+        [bias_a(key, (r * d_in,), dtype), jnp.zeros((r * d_out,), dtype)]
+      )
+      out = nn.Dense(
+        r * (d_in + d_out),
+        kernel_init=_head_kernel_init,
+        bias_init=_head_bias(init),
+        name=f"head_{name}",
+      )(z)  # [tasks, L, r (d_in + d_out)]
+      a = out[..., : r * d_in].reshape(*out.shape[:-1], r, d_in)
+      b = out[..., r * d_in :].reshape(*out.shape[:-1], d_out, r)
       return {"A": a, "B": b}
     width = max(d_in, d_out)
     gate = self.param(f"b_gate_{name}", nn.initializers.zeros, ())
-    head = nn.Dense(width * (r if s.variant == "M" else 1), kernel_init=_head_kernel_init,
-                    bias_init=_head_bias(_kaiming_bias(d_in)), name=f"head_{name}")
+    head = nn.Dense(
+      width * (r if s.variant == "M" else 1),
+      kernel_init=_head_kernel_init,
+      bias_init=_head_bias(_kaiming_bias(d_in)),
+      name=f"head_{name}",
+    )
     out = head(z)  # M: [tasks, L, 2, r * width]; S: [tasks, L, 2, r, width]
     rows = out.reshape(*out.shape[:3], r, width)  # [tasks, L, 2, r, width]
     a = rows[:, :, 0, :, :d_in]

@@ -21,6 +21,7 @@ import json
 import os
 import re
 
+import grain.python as grain
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -33,7 +34,9 @@ _FIELDS = ("prompt", "response", "system", "prefill")
 def task_dirs(root: str) -> list[str]:
   if not os.path.isdir(root):
     raise FileNotFoundError(f"no task directory {root!r}")
-  names = sorted(d for d in os.listdir(root) if os.path.isfile(os.path.join(root, d, "metadata.yaml")))
+  names = sorted(
+    d for d in os.listdir(root) if os.path.isfile(os.path.join(root, d, "metadata.yaml"))
+  )
   if not names:
     raise FileNotFoundError(f"{root!r} has no <task>/metadata.yaml")
   return names
@@ -51,10 +54,16 @@ def render(meta: dict, row: dict) -> dict:
     prompt = meta["user_prompt_template"].format(**fields)
     response = row[meta["response_field"]]
   except (KeyError, IndexError) as err:
-    raise ValueError(f"instance lacks field {err} needed by the template or response_field "
-                     f"{meta['response_field']!r}; its fields are {sorted(row)}") from err
-  return {"prompt": prompt, "response": str(response), "system": meta.get("system_message") or "",
-          "prefill": meta.get("assistant_prefill") or ""}
+    raise ValueError(
+      f"instance lacks field {err} needed by the template or response_field "
+      f"{meta['response_field']!r}; its fields are {sorted(row)}"
+    ) from err
+  return {
+    "prompt": prompt,
+    "response": str(response),
+    "system": meta.get("system_message") or "",
+    "prefill": meta.get("assistant_prefill") or "",
+  }
 
 
 class LocalTaskData(tfds.core.GeneratorBasedBuilder):
@@ -68,7 +77,8 @@ class LocalTaskData(tfds.core.GeneratorBasedBuilder):
 
   def _info(self):
     return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict({name: tfds.features.Text() for name in _FIELDS}))
+      features=tfds.features.FeaturesDict({name: tfds.features.Text() for name in _FIELDS})
+    )
 
   def _split_generators(self, dl_manager):
     splits = {}
@@ -98,8 +108,11 @@ def _fingerprint(root: str) -> str:
 
 
 def prepare(root: str, cache_dir: str) -> LocalTaskData:
-  builder = LocalTaskData(source_dir=root, data_dir=os.path.join(cache_dir, "tfds", _fingerprint(root)),
-                          file_format="array_record")
+  builder = LocalTaskData(
+    source_dir=root,
+    data_dir=os.path.join(cache_dir, "tfds", _fingerprint(root)),
+    file_format="array_record",
+  )
   builder.download_and_prepare()
   return builder
 
@@ -132,15 +145,16 @@ class SourceTask:
 
 
 def load_tasks(root: str, cache_dir: str) -> list[SourceTask]:
-  import grain.python as grain
-
   builder = prepare(root, cache_dir)
   available = set(builder.info.splits.keys())
   tasks = []
   for task in task_dirs(root):
     meta = load_lol_metadata(os.path.join(root, task))
-    rows = {s: grain.MapDataset.source(builder.as_data_source(split=split_name(task, s)))
-            for s in SPLITS if split_name(task, s) in available}
+    rows = {
+      s: grain.MapDataset.source(builder.as_data_source(split=split_name(task, s)))
+      for s in SPLITS
+      if split_name(task, s) in available
+    }
     if "train" not in rows:
       raise FileNotFoundError(f"task {task!r} in {root!r} has no train.jsonl")
     tasks.append(SourceTask(task, tuple(meta["descriptions"]), rows["train"], rows.get("test")))

@@ -1,10 +1,9 @@
-"""Everything a T2L run needs, built from its config: base model, hypernetwork, tasks, embeddings."""
+"""Everything a T2L run needs, built from its config: base model, hypernetwork, tasks,
+embeddings."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 
 import jax
 import jax.numpy as jnp
@@ -12,33 +11,32 @@ import numpy as np
 
 import hyperlora
 from hyperlora import lora as lora_lib
+from hyperlora import run_dir
 from hyperlora.losses import lora_l2
 from t2l_jax import encoder as encoder_lib
 from t2l_jax import tasks as tasks_lib
 from t2l_jax.hypernet import HyperSpec, T2LHypernet
 
 # Controls from the reference's evaluation: descriptions unrelated to any task.
-RANDOM_DESCRIPTIONS = ("dogs;cats;bananas;", "7@9.qwepra#/.sd,s'2OC^039u#rdagjbL", "ggggggggggggggggggggg")
+RANDOM_DESCRIPTIONS = (
+  "dogs;cats;bananas;",
+  "7@9.qwepra#/.sd,s'2OC^039u#rdagjbL",
+  "ggggggggggggggggggggg",
+)
 
 
 def spec_from_config(config, model_config) -> HyperSpec:
   h = config.hypernet
-  return HyperSpec.for_model(model_config, h.variant, tuple(h.modules), rank=h.rank,
-                             lora_alpha=h.lora_alpha, latent=h.latent, head_in=h.head_in,
-                             dropout=h.dropout)
-
-
-def check_spec_fits(saved_spec: dict, model_config, source: str) -> HyperSpec:
-  """The spec saved with a checkpoint, checked against the base model it is used with."""
-  spec = HyperSpec(**{**saved_spec, "modules": tuple(saved_spec["modules"]),
-                      "dims": tuple(tuple(d) for d in saved_spec["dims"])})
-  expected = tuple(model_config.projection_dims(m) for m in spec.modules)
-  if spec.dims != expected or spec.num_layers != model_config.num_layers:
-    raise ValueError(
-        f"{source} was trained for another base model: it makes adapters for {spec.num_layers} layers "
-        f"with (d_in, d_out) {spec.dims}, but {model_config.name or model_config.family!r} has "
-        f"{model_config.num_layers} layers and {expected}")
-  return spec
+  return HyperSpec.for_model(
+    model_config,
+    h.variant,
+    tuple(h.modules),
+    rank=h.rank,
+    lora_alpha=h.lora_alpha,
+    latent=h.latent,
+    head_in=h.head_in,
+    dropout=h.dropout,
+  )
 
 
 @dataclasses.dataclass
@@ -62,38 +60,54 @@ def build(config) -> Setup:
   if config.data.suite == "generated":
     suite = tasks_lib.generated_suite()
   elif config.data.suite == "lol":
-    from t2l_jax import lol_data
+    from t2l_jax import lol_data  # tensorflow_datasets loads only for the Lots-of-LoRAs suite
+
     suite = lol_data.load_tasks(config.data.tasks_dir, workdir_paths(config.workdir)["cache"])
   else:
-    raise ValueError(f"unknown task suite {config.data.suite!r}; choose 'generated' or 'lol' "
-                     f"(Lots-of-LoRAs format in config.data.tasks_dir)")
-  suite = suite[:config.data.get("num_tasks") or None]
-  train_tasks, eval_tasks = tasks_lib.split_suite(suite, [t for t in config.data.held_out
-                                                          if t in {s.name for s in suite}])
+    raise ValueError(
+      f"unknown task suite {config.data.suite!r}; choose 'generated' or 'lol' "
+      f"(Lots-of-LoRAs format in config.data.tasks_dir)"
+    )
+  suite = suite[: config.data.get("num_tasks") or None]
+  train_tasks, eval_tasks = tasks_lib.split_suite(
+    suite, [t for t in config.data.held_out if t in {s.name for s in suite}]
+  )
   if config.data.get("max_train_tasks"):
-    train_tasks = train_tasks[:config.data.max_train_tasks]
-  enc = encoder_lib.make_encoder(config.encoder.kind, base, config.encoder.path, config.encoder.pooling)
+    train_tasks = train_tasks[: config.data.max_train_tasks]
+  enc = encoder_lib.make_encoder(
+    config.encoder.kind, base, config.encoder.path, config.encoder.pooling
+  )
   return Setup(base, spec, T2LHypernet(spec), train_tasks, eval_tasks, enc, enc.dim)
 
 
 def description_embeddings(setup: Setup, tasks, config, which: str, cache_dir=None) -> dict:
-  """task name -> [n, d] embeddings of its 'train' descriptions (the first n_train) or 'held_out'."""
+  """task name -> [n, d] embeddings of its 'train' descriptions (the first n_train) or
+  'held_out'."""
   n_train = config.data.train_descriptions
-  pick = (lambda t: t.descriptions[:n_train]) if which == "train" else (lambda t: t.descriptions[n_train:])
+  pick = (
+    (lambda t: t.descriptions[:n_train])
+    if which == "train"
+    else (lambda t: t.descriptions[n_train:])
+  )
   texts = [d for t in tasks for d in pick(t)]
   flat = setup.embed(texts, cache_dir)
   out, start = {}, 0
   for t in tasks:
     n = len(pick(t))
-    out[t.name] = flat[start:start + n]
+    out[t.name] = flat[start : start + n]
     start += n
   return out
 
 
 def hypernet_adapter_fn(hypernet: T2LHypernet):
   def adapter_fn(params, base_params, batch, rng, deterministic):
-    return hypernet.apply({"params": params}, batch["task_emb"], deterministic,
-                          rngs=None if deterministic else {"dropout": rng})
+    return hypernet.apply(
+      {"params": params},
+      batch["task_emb"],
+      deterministic,
+      rngs=None if deterministic else {"dropout": rng},
+    )
+
   return adapter_fn
 
 
@@ -102,8 +116,11 @@ def l2_penalty(coef: float):
 
 
 def init_direct_lora(spec: HyperSpec, model_config, seed: int) -> dict:
-  return lora_lib.init(jax.random.key(seed), model_config, spec.modules, spec.rank, spec.scale).weights
+  return lora_lib.init(
+    jax.random.key(seed), model_config, spec.modules, spec.rank, spec.scale
+  ).weights
 
 
 def workdir_paths(workdir: str) -> dict:
-  return {name: os.path.join(workdir, name) for name in ("checkpoints", "multitask", "oracle", "logs", "cache")}
+  """A T2L run directory: the common layout (hyperlora.run_dir) plus the baselines' checkpoints."""
+  return run_dir.paths(workdir, ("multitask", "oracle"))

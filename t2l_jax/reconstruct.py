@@ -14,9 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hyperlora import ckpt, peft_io
 from hyperlora import lora as lora_lib
-from hyperlora import train as train_lib
+from hyperlora import peft_io
 from hyperlora.losses import lora_l1
 
 
@@ -42,8 +41,12 @@ def recon_loss_fn(hypernet, kind: str):
   distance = lora_l1 if kind == "factors" else delta_l1
 
   def loss_fn(params, base_params, batch, rng, deterministic):
-    lora = hypernet.apply({"params": params}, batch["task_emb"], deterministic,
-                          rngs=None if deterministic else {"dropout": rng})
+    lora = hypernet.apply(
+      {"params": params},
+      batch["task_emb"],
+      deterministic,
+      rngs=None if deterministic else {"dropout": rng},
+    )
     # Compare in the folded form (scale 1), like the library's adapters.
     loss = distance(lora_lib.fold_scale(lora), lora_lib.LoRA(batch["target"], 1.0))
     return loss, {"loss": loss}
@@ -62,30 +65,12 @@ class ReconBatches:
   def __call__(self, step: int) -> dict:
     """This process's rows of the global batch of `step`."""
     rng = np.random.default_rng([self.seed, step])
-    names = [self.names[i] for i in rng.choice(len(self.names), self.tasks_per_batch, replace=False)]
+    names = [
+      self.names[i] for i in rng.choice(len(self.names), self.tasks_per_batch, replace=False)
+    ]
     emb = np.stack([self.embeddings[n][rng.integers(len(self.embeddings[n]))] for n in names])
     per_process = len(names) // jax.process_count()  # Every process draws the whole batch above.
     own = slice(jax.process_index() * per_process, (jax.process_index() + 1) * per_process)
     names, emb = names[own], emb[own]
     target = jax.tree.map(lambda *xs: np.stack(xs), *[self.targets[n] for n in names])
-    # Throughput counts examples via "tokens"/"attention_mask": one row per task here.
-    ones = np.ones((len(names), 1), bool)
-    return {"task_emb": emb.astype(np.float32), "target": target, "tokens": ones, "attention_mask": ones}
-
-
-def train_recon(setup, config, init_params, embeddings: dict, library: dict, directory: str,
-                writer, saved_config: dict, mesh=None):
-  tc = config.train
-  optimizer = train_lib.make_optimizer(tc.lr, tc.steps, tc.warmup_frac, tc.weight_decay, tc.clip_norm,
-                                       grad_accum=tc.grad_accum)
-  state, state_shardings = train_lib.create_state(init_params, optimizer, tc.seed, mesh)
-  mngr = ckpt.manager(directory, keep=tc.keep_checkpoints)
-  state = ckpt.restore(mngr, state) or state
-  batches = ReconBatches(sorted(library), embeddings, library, config.data.tasks_per_batch, tc.seed)
-  state = train_lib.fit(loss_fn=recon_loss_fn(setup.hypernet, config.recon.loss), optimizer=optimizer,
-                        state=state, base_params=None, batches=batches, total_steps=tc.steps, mngr=mngr,
-                        config_json=saved_config, writer=writer, log_every=tc.log_every,
-                        ckpt_every=tc.ckpt_every, desc="recon", mesh=mesh,
-                        state_shardings=state_shardings)
-  mngr.close()
-  return state
+    return {"task_emb": emb.astype(np.float32), "target": target}

@@ -13,15 +13,30 @@ import os
 import random
 from typing import Callable
 
+import yaml
+
 from hyperlora.sft import Example
 
 PROMPT_SUFFIX = " Please complete the task without any explanation."
 
-WORDS = ("apple river stone cloud green quick seven music paper light garden window silver tiger "
-         "orange bread chair ocean winter forest candle yellow rabbit planet").split()
-FRAMES = ("{}", "In this task, {}", "Your job: {}", "Task: {}", "You are asked to {}",
-          "Given the input, {}", "Instruction: {}", "For each input, {}", "Please {}",
-          "The goal is to {}", "Here you must {}", "What to do: {}")
+WORDS = (
+  "apple river stone cloud green quick seven music paper light garden window silver tiger "
+  "orange bread chair ocean winter forest candle yellow rabbit planet"
+).split()
+FRAMES = (
+  "{}",
+  "In this task, {}",
+  "Your job: {}",
+  "Task: {}",
+  "You are asked to {}",
+  "Given the input, {}",
+  "Instruction: {}",
+  "For each input, {}",
+  "Please {}",
+  "The goal is to {}",
+  "Here you must {}",
+  "What to do: {}",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +74,7 @@ def _descriptions(phrasings: list[str]) -> tuple[str, ...]:
   """>= 10 distinct descriptions: each phrasing in several frames, each ending in a full stop."""
   out = []
   for i, frame in enumerate(FRAMES):
-    for phrasing in phrasings[i % len(phrasings):] + phrasings[:i % len(phrasings)]:
+    for phrasing in phrasings[i % len(phrasings) :] + phrasings[: i % len(phrasings)]:
       text = frame.format(phrasing)
       text = text[0].upper() + text[1:]
       text = text if text.endswith(".") else text + "."
@@ -71,9 +86,11 @@ def _descriptions(phrasings: list[str]) -> tuple[str, ...]:
 
 def _task(name, phrasings, fn, family="", inputs=_sentence):
   """fn maps the input string to the target string."""
+
   def make(rng):
     x = inputs(rng)
     return x, fn(x)
+
   return Task(name, _descriptions(phrasings)[0], _descriptions(phrasings), make, family or name)
 
 
@@ -85,105 +102,334 @@ def generated_suite() -> list[Task]:
   """The embedded suite: 69 text tasks over string, arithmetic, classification and formatting."""
   vowels = set("aeiou")
   tasks = [
-      _task("uppercase", ["rewrite the sentence in upper case", "convert every letter to capitals",
-                          "make all letters uppercase"], str.upper),
-      _task("title_case", ["capitalise the first letter of every word",
-                           "write each word with an initial capital", "convert the text to title case"],
-            str.title),
-      _task("reverse_words", ["reverse the order of the words", "write the words from last to first",
-                              "output the words in reverse order"], lambda s: " ".join(s.split()[::-1])),
-      _task("reverse_letters", ["spell the whole text backwards", "reverse the characters of the text",
-                                "write the text from its last character to its first"], lambda s: s[::-1]),
-      _task("sort_words", ["sort the words alphabetically", "put the words in alphabetical order",
-                           "arrange the words from a to z"], lambda s: " ".join(sorted(s.split()))),
-      _task("count_words", ["count the words in the sentence", "say how many words there are",
-                            "give the number of words"], lambda s: str(len(s.split()))),
-      _task("count_vowels", ["count the vowels in the text", "say how many vowels the text has",
-                             "give the number of vowel letters"], lambda s: str(sum(c in vowels for c in s))),
-      _task("remove_vowels", ["delete every vowel from the text", "write the text without vowels",
-                              "drop the letters a, e, i, o and u"],
-            lambda s: "".join(c for c in s if c not in vowels)),
-      _task("acronym", ["give the first letter of each word", "form an acronym from the words",
-                        "join the initial letters of the words"], lambda s: "".join(w[0] for w in s.split())),
-      _task("longest_word", ["find the longest word", "output the word with the most letters",
-                             "return the longest word of the sentence"], lambda s: max(s.split(), key=len)),
-      _task("shortest_word", ["find the shortest word", "output the word with the fewest letters",
-                              "return the shortest word of the sentence"], lambda s: min(s.split(), key=len)),
-      _task("word_lengths", ["list the length of each word", "replace each word by its number of letters",
-                             "give the letter count of every word"],
-            lambda s: " ".join(str(len(w)) for w in s.split())),
-      _task("dedupe_words", ["remove repeated words, keeping the first", "drop duplicate words",
-                             "keep each word only once, in order"],
-            lambda s: " ".join(dict.fromkeys(s.split()))),
-      _task("has_repeat", ["answer yes if some word appears twice, else no",
-                           "say whether any word is repeated", "tell if the sentence repeats a word"],
-            lambda s: _yes_no(len(set(s.split())) < len(s.split()))),
-      _task("starts_with_vowel", ["answer yes if the text starts with a vowel, else no",
-                                  "say whether the first letter is a vowel",
-                                  "tell if the text begins with a, e, i, o or u"],
-            lambda s: _yes_no(s[0] in vowels)),
-      _task("is_even", ["answer yes if the number is even, else no", "say whether the number is even",
-                        "tell if the number is divisible by two"],
-            lambda s: _yes_no(int(s) % 2 == 0), inputs=_number),
-      _task("double", ["double the number", "multiply the number by two", "give twice the number"],
-            lambda s: str(2 * int(s)), inputs=_number),
-      _task("square", ["square the number", "multiply the number by itself", "give the number squared"],
-            lambda s: str(int(s) ** 2), inputs=_number),
-      _task("digit_sum", ["add up the digits of the number", "give the sum of the digits",
-                          "compute the digit sum"], lambda s: str(sum(int(c) for c in s)), inputs=_number),
-      _task("number_to_words_count", ["say how many digits the number has", "count the digits",
-                                      "give the number of digits"], lambda s: str(len(s)), inputs=_number),
+    _task(
+      "uppercase",
+      [
+        "rewrite the sentence in upper case",
+        "convert every letter to capitals",
+        "make all letters uppercase",
+      ],
+      str.upper,
+    ),
+    _task(
+      "title_case",
+      [
+        "capitalise the first letter of every word",
+        "write each word with an initial capital",
+        "convert the text to title case",
+      ],
+      str.title,
+    ),
+    _task(
+      "reverse_words",
+      [
+        "reverse the order of the words",
+        "write the words from last to first",
+        "output the words in reverse order",
+      ],
+      lambda s: " ".join(s.split()[::-1]),
+    ),
+    _task(
+      "reverse_letters",
+      [
+        "spell the whole text backwards",
+        "reverse the characters of the text",
+        "write the text from its last character to its first",
+      ],
+      lambda s: s[::-1],
+    ),
+    _task(
+      "sort_words",
+      [
+        "sort the words alphabetically",
+        "put the words in alphabetical order",
+        "arrange the words from a to z",
+      ],
+      lambda s: " ".join(sorted(s.split())),
+    ),
+    _task(
+      "count_words",
+      [
+        "count the words in the sentence",
+        "say how many words there are",
+        "give the number of words",
+      ],
+      lambda s: str(len(s.split())),
+    ),
+    _task(
+      "count_vowels",
+      [
+        "count the vowels in the text",
+        "say how many vowels the text has",
+        "give the number of vowel letters",
+      ],
+      lambda s: str(sum(c in vowels for c in s)),
+    ),
+    _task(
+      "remove_vowels",
+      [
+        "delete every vowel from the text",
+        "write the text without vowels",
+        "drop the letters a, e, i, o and u",
+      ],
+      lambda s: "".join(c for c in s if c not in vowels),
+    ),
+    _task(
+      "acronym",
+      [
+        "give the first letter of each word",
+        "form an acronym from the words",
+        "join the initial letters of the words",
+      ],
+      lambda s: "".join(w[0] for w in s.split()),
+    ),
+    _task(
+      "longest_word",
+      [
+        "find the longest word",
+        "output the word with the most letters",
+        "return the longest word of the sentence",
+      ],
+      lambda s: max(s.split(), key=len),
+    ),
+    _task(
+      "shortest_word",
+      [
+        "find the shortest word",
+        "output the word with the fewest letters",
+        "return the shortest word of the sentence",
+      ],
+      lambda s: min(s.split(), key=len),
+    ),
+    _task(
+      "word_lengths",
+      [
+        "list the length of each word",
+        "replace each word by its number of letters",
+        "give the letter count of every word",
+      ],
+      lambda s: " ".join(str(len(w)) for w in s.split()),
+    ),
+    _task(
+      "dedupe_words",
+      [
+        "remove repeated words, keeping the first",
+        "drop duplicate words",
+        "keep each word only once, in order",
+      ],
+      lambda s: " ".join(dict.fromkeys(s.split())),
+    ),
+    _task(
+      "has_repeat",
+      [
+        "answer yes if some word appears twice, else no",
+        "say whether any word is repeated",
+        "tell if the sentence repeats a word",
+      ],
+      lambda s: _yes_no(len(set(s.split())) < len(s.split())),
+    ),
+    _task(
+      "starts_with_vowel",
+      [
+        "answer yes if the text starts with a vowel, else no",
+        "say whether the first letter is a vowel",
+        "tell if the text begins with a, e, i, o or u",
+      ],
+      lambda s: _yes_no(s[0] in vowels),
+    ),
+    _task(
+      "is_even",
+      [
+        "answer yes if the number is even, else no",
+        "say whether the number is even",
+        "tell if the number is divisible by two",
+      ],
+      lambda s: _yes_no(int(s) % 2 == 0),
+      inputs=_number,
+    ),
+    _task(
+      "double",
+      ["double the number", "multiply the number by two", "give twice the number"],
+      lambda s: str(2 * int(s)),
+      inputs=_number,
+    ),
+    _task(
+      "square",
+      ["square the number", "multiply the number by itself", "give the number squared"],
+      lambda s: str(int(s) ** 2),
+      inputs=_number,
+    ),
+    _task(
+      "digit_sum",
+      ["add up the digits of the number", "give the sum of the digits", "compute the digit sum"],
+      lambda s: str(sum(int(c) for c in s)),
+      inputs=_number,
+    ),
+    _task(
+      "number_to_words_count",
+      ["say how many digits the number has", "count the digits", "give the number of digits"],
+      lambda s: str(len(s)),
+      inputs=_number,
+    ),
   ]
   for k in range(1, 10):
-    tasks.append(_task(f"add_{k}", [f"add {k} to the number", f"increase the number by {k}",
-                                    f"give the number plus {k}"], lambda s, k=k: str(int(s) + k),
-                       family="add_k", inputs=_number))
+    tasks.append(
+      _task(
+        f"add_{k}",
+        [f"add {k} to the number", f"increase the number by {k}", f"give the number plus {k}"],
+        lambda s, k=k: str(int(s) + k),
+        family="add_k",
+        inputs=_number,
+      )
+    )
   for k in range(1, 6):
-    tasks.append(_task(f"subtract_{k}", [f"subtract {k} from the number", f"decrease the number by {k}",
-                                         f"give the number minus {k}"], lambda s, k=k: str(int(s) - k),
-                       family="subtract_k", inputs=_number))
+    tasks.append(
+      _task(
+        f"subtract_{k}",
+        [
+          f"subtract {k} from the number",
+          f"decrease the number by {k}",
+          f"give the number minus {k}",
+        ],
+        lambda s, k=k: str(int(s) - k),
+        family="subtract_k",
+        inputs=_number,
+      )
+    )
   for k in range(3, 8):
-    tasks.append(_task(f"times_{k}", [f"multiply the number by {k}", f"give {k} times the number",
-                                      f"scale the number by a factor of {k}"],
-                       lambda s, k=k: str(int(s) * k), family="times_k", inputs=_number))
+    tasks.append(
+      _task(
+        f"times_{k}",
+        [
+          f"multiply the number by {k}",
+          f"give {k} times the number",
+          f"scale the number by a factor of {k}",
+        ],
+        lambda s, k=k: str(int(s) * k),
+        family="times_k",
+        inputs=_number,
+      )
+    )
   for k in range(1, 5):
-    tasks.append(_task(f"first_{k}_words", [f"keep only the first {k} words", f"output the first {k} words",
-                                            f"drop everything after word {k}"],
-                       lambda s, k=k: " ".join(s.split()[:k]), family="first_k_words"))
+    tasks.append(
+      _task(
+        f"first_{k}_words",
+        [
+          f"keep only the first {k} words",
+          f"output the first {k} words",
+          f"drop everything after word {k}",
+        ],
+        lambda s, k=k: " ".join(s.split()[:k]),
+        family="first_k_words",
+      )
+    )
   for k in (1, 2, 3):
-    tasks.append(_task(f"last_{k}_words", [f"keep only the last {k} words", f"output the final {k} words",
-                                           f"drop everything before the last {k} words"],
-                       lambda s, k=k: " ".join(s.split()[-k:]), family="last_k_words"))
+    tasks.append(
+      _task(
+        f"last_{k}_words",
+        [
+          f"keep only the last {k} words",
+          f"output the final {k} words",
+          f"drop everything before the last {k} words",
+        ],
+        lambda s, k=k: " ".join(s.split()[-k:]),
+        family="last_k_words",
+      )
+    )
   for w in ("apple", "river", "seven", "moon", "stone", "blue"):
-    tasks.append(_task(f"append_{w}", [f"add the word '{w}' at the end", f"append '{w}' to the sentence",
-                                       f"finish the sentence with the word '{w}'"],
-                       lambda s, w=w: f"{s} {w}", family="append_word"))
+    tasks.append(
+      _task(
+        f"append_{w}",
+        [
+          f"add the word '{w}' at the end",
+          f"append '{w}' to the sentence",
+          f"finish the sentence with the word '{w}'",
+        ],
+        lambda s, w=w: f"{s} {w}",
+        family="append_word",
+      )
+    )
   for w in ("hello", "today", "maybe", "look", "sadly"):
-    tasks.append(_task(f"prepend_{w}", [f"put the word '{w}' at the start", f"prepend '{w}' to the sentence",
-                                        f"begin the sentence with the word '{w}'"],
-                       lambda s, w=w: f"{w} {s}", family="prepend_word"))
-  for sep, name in (("-", "hyphens"), ("_", "underscores"), (", ", "commas"), (" | ", "bars"), ("/", "slashes")):
-    tasks.append(_task(f"join_{name}", [f"join the words with {name}", f"separate the words by {name}",
-                                        f"replace the spaces between words with {name}"],
-                       lambda s, sep=sep: sep.join(s.split()), family="join_words"))
-  for left, right, name in (("[", "]", "square brackets"), ("(", ")", "parentheses"), ('"', '"', "quotes"),
-                            ("*", "*", "asterisks")):
-    tasks.append(_task(f"wrap_{name.replace(' ', '_')}", [f"wrap the text in {name}",
-                                                          f"surround the text with {name}",
-                                                          f"put {name} around the text"],
-                       lambda s, l=left, r=right: f"{l}{s}{r}", family="wrap"))
+    tasks.append(
+      _task(
+        f"prepend_{w}",
+        [
+          f"put the word '{w}' at the start",
+          f"prepend '{w}' to the sentence",
+          f"begin the sentence with the word '{w}'",
+        ],
+        lambda s, w=w: f"{w} {s}",
+        family="prepend_word",
+      )
+    )
+  for sep, name in (
+    ("-", "hyphens"),
+    ("_", "underscores"),
+    (", ", "commas"),
+    (" | ", "bars"),
+    ("/", "slashes"),
+  ):
+    tasks.append(
+      _task(
+        f"join_{name}",
+        [
+          f"join the words with {name}",
+          f"separate the words by {name}",
+          f"replace the spaces between words with {name}",
+        ],
+        lambda s, sep=sep: sep.join(s.split()),
+        family="join_words",
+      )
+    )
+  for left, right, name in (
+    ("[", "]", "square brackets"),
+    ("(", ")", "parentheses"),
+    ('"', '"', "quotes"),
+    ("*", "*", "asterisks"),
+  ):
+    tasks.append(
+      _task(
+        f"wrap_{name.replace(' ', '_')}",
+        [
+          f"wrap the text in {name}",
+          f"surround the text with {name}",
+          f"put {name} around the text",
+        ],
+        lambda s, l=left, r=right: f"{l}{s}{r}",
+        family="wrap",
+      )
+    )
   for k in (3, 4, 5):
-    tasks.append(_task(f"more_than_{k}_words", [f"answer yes if the sentence has more than {k} words, else no",
-                                                f"say whether there are over {k} words",
-                                                f"tell if the word count exceeds {k}"],
-                       lambda s, k=k: _yes_no(len(s.split()) > k), family="more_than_k_words"))
+    tasks.append(
+      _task(
+        f"more_than_{k}_words",
+        [
+          f"answer yes if the sentence has more than {k} words, else no",
+          f"say whether there are over {k} words",
+          f"tell if the word count exceeds {k}",
+        ],
+        lambda s, k=k: _yes_no(len(s.split()) > k),
+        family="more_than_k_words",
+      )
+    )
   return tasks
 
 
 # Held out from meta-training: unseen members of families seen in training, and unseen tasks.
-HELD_OUT = ("add_7", "subtract_4", "times_5", "first_3_words", "append_moon", "prepend_maybe",
-            "join_underscores", "wrap_parentheses", "more_than_4_words", "title_case", "double",
-            "shortest_word")
+HELD_OUT = (
+  "add_7",
+  "subtract_4",
+  "times_5",
+  "first_3_words",
+  "append_moon",
+  "prepend_maybe",
+  "join_underscores",
+  "wrap_parentheses",
+  "more_than_4_words",
+  "title_case",
+  "double",
+  "shortest_word",
+)
 
 
 def split_suite(tasks: list[Task], held_out=HELD_OUT) -> tuple[list[Task], list[Task]]:
@@ -197,8 +443,6 @@ def split_suite(tasks: list[Task], held_out=HELD_OUT) -> tuple[list[Task], list[
 def load_lol_metadata(task_dir: str) -> dict:
   """Reads a Lots-of-LoRAs / T2L `metadata.yaml` (descriptions, prompt template, response field,
   system message, assistant prefill) and checks the fields T2L needs."""
-  import yaml
-
   path = os.path.join(task_dir, "metadata.yaml")
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{task_dir!r} has no metadata.yaml")

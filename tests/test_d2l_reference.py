@@ -1,5 +1,6 @@
 """Doc-to-LoRA against the reference's formulas: normed context features (transformers as the
-reference), document wrapping, the Perceiver's blocks and the ResMLP written out from the reference's
+reference), document wrapping, the Perceiver's blocks and the ResMLP written out from the
+reference's
 definitions, initialisation scales, weight-decay exemptions, distillation targets, NEFTune, and the
 target settings a run may use."""
 
@@ -53,8 +54,14 @@ def _attention(p, x, c, spec):
 
 def _reference_layer(p, latents, context_, spec):
   """Idefics2PerceiverLayer.forward: residual + post-attn norm of attention over (latent-normed
-  latents, context-normed context), then residual + post-FF norm of the MLP on pre-FF-normed latents."""
-  h = _attention(p["attn"], _rms(latents, p["latent_norm"]["scale"]), _rms(context_, p["context_norm"]["scale"]), spec)
+  latents, context-normed context), then residual + post-FF norm of the MLP on pre-FF-normed
+  latents."""
+  h = _attention(
+    p["attn"],
+    _rms(latents, p["latent_norm"]["scale"]),
+    _rms(context_, p["context_norm"]["scale"]),
+    spec,
+  )
   latents = latents + _rms(h, p["post_attn_norm"]["scale"])
   h = _swiglu(p["mlp"], _rms(latents, p["pre_mlp_norm"]["scale"]))
   return latents + _rms(h, p["post_mlp_norm"]["scale"])
@@ -65,7 +72,8 @@ def test_perceiver_and_resmlp_follow_the_reference(loaded):
   spec = D2LSpec.for_model(base.config, ("down_proj",), per_layer_features=False, **SMALL)
   feats = jax.random.normal(jax.random.key(1), (1, 7, base.config.hidden_size))
   params = nn.unbox(D2LHypernet(spec).init(jax.random.key(0), feats)["params"])
-  params = jax.tree.map(lambda x: x + 0.1 * jax.random.normal(jax.random.key(2), x.shape), params)  # no trivial norms
+  # Perturbed, so that no norm is trivial.
+  params = jax.tree.map(lambda x: x + 0.1 * jax.random.normal(jax.random.key(2), x.shape), params)
   lora, _ = D2LHypernet(spec).apply({"params": params}, feats)
 
   p = params["perceiver"]
@@ -79,7 +87,9 @@ def test_perceiver_and_resmlp_follow_the_reference(loaded):
   slots = slots.reshape(L, r, spec.latent)
   # ResMLPBlockPerLayer: x + LN(W2_l silu(W1_l LN(x) + b1_l) + b2_l), then L2-normalised.
   x = _layer_norm(slots, params["resmlp_in_norm"])
-  x = jax.nn.silu(jnp.einsum("lrd,ldh->lrh", x, params["resmlp_w1"]) + params["resmlp_bias1"][:, None])
+  x = jax.nn.silu(
+    jnp.einsum("lrd,ldh->lrh", x, params["resmlp_w1"]) + params["resmlp_bias1"][:, None]
+  )
   x = jnp.einsum("lrh,lhd->lrd", x, params["resmlp_w2"]) + params["resmlp_bias2"][:, None]
   h = slots + _layer_norm(x, params["resmlp_out_norm"])
   h = h / jnp.linalg.norm(h, axis=-1, keepdims=True)
@@ -102,27 +112,48 @@ def test_initialisation_scales(loaded):
   head_std = 0.5 / math.sqrt(spec.latent + d_lora * spec.rank)
   for module, (d_in, _) in zip(spec.modules, spec.dims):
     assert float(jnp.std(params[f"head_{module}"])) == pytest.approx(head_std, rel=0.05)
-    assert float(jnp.std(params[f"bias_A_{module}"])) == pytest.approx(0.2 / math.sqrt(d_in * spec.rank), rel=0.1)
+    assert float(jnp.std(params[f"bias_A_{module}"])) == pytest.approx(
+      0.2 / math.sqrt(d_in * spec.rank), rel=0.1
+    )
     assert float(jnp.abs(params[f"bias_B_{module}"]).max()) == 0.0
     np.testing.assert_array_equal(params[f"scaler_A_{module}"], 1.0)
     np.testing.assert_array_equal(params[f"scaler_B_{module}"], 0.0)
 
 
 def test_weight_decay_spares_scalers_biases_norms_and_latents():
-  params = {"perceiver": {"latents": jnp.ones(3), "slots": jnp.ones(3), "block0": {"post_attn_norm": {"scale": jnp.ones(3)},
-                                                                                     "mlp": {"up": {"kernel": jnp.ones(3)}}}},
-            "scaler_B_down_proj": jnp.ones(3), "bias_A_down_proj": jnp.ones(3), "resmlp_bias1": jnp.ones(3),
-            "resmlp_in_norm": {"scale": jnp.ones(3)}, "head_down_proj": jnp.ones(3), "resmlp_w1": jnp.ones(3)}
-  opt = train_lib.make_optimizer(0.1, 10, warmup_frac=0.0, weight_decay=0.5, no_decay=NO_DECAY, schedule="cosine")
+  params = {
+    "perceiver": {
+      "latents": jnp.ones(3),
+      "slots": jnp.ones(3),
+      "block0": {"post_attn_norm": {"scale": jnp.ones(3)}, "mlp": {"up": {"kernel": jnp.ones(3)}}},
+    },
+    "scaler_B_down_proj": jnp.ones(3),
+    "bias_A_down_proj": jnp.ones(3),
+    "resmlp_bias1": jnp.ones(3),
+    "resmlp_in_norm": {"scale": jnp.ones(3)},
+    "head_down_proj": jnp.ones(3),
+    "resmlp_w1": jnp.ones(3),
+  }
+  opt = train_lib.make_optimizer(
+    0.1, 10, warmup_frac=0.0, weight_decay=0.5, no_decay=NO_DECAY, schedule="cosine"
+  )
   state, new = opt.init(params), params
   for _ in range(2):  # the schedule starts at 0
     updates, state = opt.update(jax.tree.map(jnp.zeros_like, new), state, new)
     new = jax.tree.map(jnp.add, new, updates)
   moved = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), new, params)
-  assert moved["head_down_proj"] and moved["resmlp_w1"] and moved["perceiver"]["block0"]["mlp"]["up"]["kernel"]
+  assert (
+    moved["head_down_proj"]
+    and moved["resmlp_w1"]
+    and moved["perceiver"]["block0"]["mlp"]["up"]["kernel"]
+  )
   exempt = [moved["perceiver"][k] for k in ("latents", "slots")] + [
-      moved["perceiver"]["block0"]["post_attn_norm"]["scale"], moved["scaler_B_down_proj"],
-      moved["bias_A_down_proj"], moved["resmlp_bias1"], moved["resmlp_in_norm"]["scale"]]
+    moved["perceiver"]["block0"]["post_attn_norm"]["scale"],
+    moved["scaler_B_down_proj"],
+    moved["bias_A_down_proj"],
+    moved["resmlp_bias1"],
+    moved["resmlp_in_norm"]["scale"],
+  ]
   assert not any(exempt)
   # Without exemptions (T2L) the optimizer state has the same structure, so checkpoints restore.
   plain = train_lib.make_optimizer(0.1, 10)
@@ -146,12 +177,18 @@ def test_neftune_noise_matches_its_formula(loaded):
   bound = 5.0 / math.sqrt(50 * 64)
   assert float(jnp.abs(noise).max()) <= bound and float(jnp.abs(noise).max()) > 0.9 * bound
   assert abs(float(noise.mean())) < 0.05 * bound
-  batch = {"tokens": jnp.ones((2, 6), jnp.int32), "attention_mask": jnp.ones((2, 6), bool),
-           "target_index": jnp.full((2, 1), 4), "target_ids": jnp.ones((2, 1), jnp.int32),
-           "target_mask": jnp.ones((2, 1))}
+  batch = {
+    "tokens": jnp.ones((2, 6), jnp.int32),
+    "attention_mask": jnp.ones((2, 6), bool),
+    "target_index": jnp.full((2, 1), 4),
+    "target_ids": jnp.ones((2, 1), jnp.int32),
+    "target_mask": jnp.ones((2, 1)),
+  }
   loss_fn = train_lib.lm_loss_fn(base.module(), lambda *a: None, neftune_alpha=5.0)
   eval_loss = loss_fn(None, base.params, batch, jax.random.key(0), True)[0]
-  plain = train_lib.lm_loss_fn(base.module(), lambda *a: None)(None, base.params, batch, None, True)[0]
+  plain = train_lib.lm_loss_fn(base.module(), lambda *a: None)(
+    None, base.params, batch, None, True
+  )[0]
   assert float(eval_loss) == float(plain)  # no noise when deterministic
   assert float(loss_fn(None, base.params, batch, jax.random.key(0), False)[0]) != float(plain)
 
@@ -171,13 +208,20 @@ def test_features_match_transformers(loaded):
         out = model.model(torch.tensor(tokens), output_hidden_states=True)
     finally:
       model.model.layers = layers
-    expected = (torch.stack(out.hidden_states, 1) if which == "all_but_last"
-                else out.last_hidden_state[:, None]).numpy()
-    ours = context.features(base.module(), base.params, jnp.asarray(tokens), jnp.asarray(mask), which)
+    expected = (
+      torch.stack(out.hidden_states, 1)
+      if which == "all_but_last"
+      else out.last_hidden_state[:, None]
+    ).numpy()
+    ours = context.features(
+      base.module(), base.params, jnp.asarray(tokens), jnp.asarray(mask), which
+    )
     assert ours.shape == expected.shape
     np.testing.assert_allclose(np.asarray(ours), expected, atol=1e-4)
   # the last entry is normed: its per-token RMS is the norm weight's scale, not the residual's
-  feats = context.features(base.module(), base.params, jnp.asarray(tokens), jnp.asarray(mask), "all_but_last")
+  feats = context.features(
+    base.module(), base.params, jnp.asarray(tokens), jnp.asarray(mask), "all_but_last"
+  )
   rms = jnp.sqrt(jnp.mean(feats[0, -1] ** 2, -1) / jnp.mean(base.params["norm"]["scale"] ** 2))
   np.testing.assert_allclose(rms, 1.0, rtol=0.3)
 
@@ -188,20 +232,27 @@ def test_document_wrapping(loaded):
   _, _, base = loaded
   tok = base.tokenizer
   text = context.wrap_document(tok, "  The sky is blue.\n")
-  assert text == "<|im_start|>system\n<|im_end|>\n<|im_start|>user\nThe sky is blue.<|im_end|>\n<|im_start|>assistant\n"
-  refusing = tok.chat_template.replace("{% for m in messages %}",
-                                       "{% for m in messages %}{% if m['role'] == 'system' %}"
-                                       "{{ raise_exception('System role not supported') }}{% endif %}")
+  assert (
+    text == "<|im_start|>system\n<|im_end|>\n<|im_start|>user\nThe sky is blue.<|im_end|>\n"
+    "<|im_start|>assistant\n"
+  )
+  refusing = tok.chat_template.replace(
+    "{% for m in messages %}",
+    "{% for m in messages %}{% if m['role'] == 'system' %}"
+    "{{ raise_exception('System role not supported') }}{% endif %}",
+  )
   original, tok.chat_template = tok.chat_template, refusing
   try:
     assert context.wrap_document(tok, "The sky is blue.") == (
-        "<|im_start|>user\nThe sky is blue.<|im_end|>\n<|im_start|>assistant\n")
+      "<|im_start|>user\nThe sky is blue.<|im_end|>\n<|im_start|>assistant\n"
+    )
   finally:
     tok.chat_template = original
 
 
 def test_target_settings(loaded, tmp_path, monkeypatch):
-  """gold + distillation is refused with the reason; cross-entropy never runs the teacher's top-k."""
+  """gold + distillation is refused with the reason; cross-entropy never runs the teacher's
+  top-k."""
   from d2l_jax.config import base_config
   from d2l_jax.corpus import synthetic_corpus
   from d2l_jax.train import check_targets, question_pairs
@@ -228,15 +279,25 @@ def test_reference_size_perceiver_is_sharded_by_fsdp():
 
   import transformers
 
+  from d2l_jax.model import spec_from_config
   from hyperlora.cli_config import load_config_file
   from hyperlora.models.config import from_hf_config
   from hyperlora.sharding import RULES
-  from d2l_jax.model import spec_from_config
 
-  config = load_config_file(os.path.join(os.path.dirname(__file__), "..", "configs", "d2l", "gemma2_2b.py"))
-  model_config = from_hf_config(transformers.Gemma2Config(
-      hidden_size=2304, intermediate_size=9216, num_hidden_layers=26, num_attention_heads=8,
-      num_key_value_heads=4, head_dim=256, vocab_size=256000))
+  config = load_config_file(
+    os.path.join(os.path.dirname(__file__), "..", "configs", "d2l", "gemma2_2b.py")
+  )
+  model_config = from_hf_config(
+    transformers.Gemma2Config(
+      hidden_size=2304,
+      intermediate_size=9216,
+      num_hidden_layers=26,
+      num_attention_heads=8,
+      num_key_value_heads=4,
+      head_dim=256,
+      vocab_size=256000,
+    )
+  )
   spec = spec_from_config(config, model_config)
   feats = jax.ShapeDtypeStruct((spec.num_layers, 16, spec.feature_dim), jnp.float32)
   abstract = jax.eval_shape(lambda f: D2LHypernet(spec).init(jax.random.key(0), f), feats)["params"]
@@ -251,4 +312,6 @@ def test_reference_size_perceiver_is_sharded_by_fsdp():
       logical = logical[key.key]
     if "fsdp" not in jax.tree.leaves(tuple(nn.logical_to_mesh_axes(logical, RULES))):
       replicated[jax.tree_util.keystr(path)] = leaf.size
-  assert sum(replicated.values()) < 0.02 * n_params, sorted(replicated.items(), key=lambda kv: -kv[1])[:5]
+  assert sum(replicated.values()) < 0.02 * n_params, sorted(
+    replicated.items(), key=lambda kv: -kv[1]
+  )[:5]

@@ -15,9 +15,9 @@ import transformers
 
 from d2l_jax import chunking, corpus, teacher
 from d2l_jax import model as d2l_model
-from d2l_jax.data import DocBatches
 from d2l_jax.internalize import Internalizer
 from d2l_jax.train import question_pairs
+from hyperlora import generate
 from hyperlora import train as train_lib
 from hyperlora.cli_config import load_config_file
 
@@ -37,26 +37,27 @@ def trained(tiny_model, tmp_path_factory):
 
   path, _ = tiny_model("llama")
   config = tiny_config(path, str(tmp_path_factory.mktemp("d2l")))
-  config.train.steps, config.train.lr = 100, 3e-3  # a faster start than the config's, for the margins
+  config.train.update(steps=100, lr=3e-3)  # a faster start than the config's, for the margins
   train(config)
   return path, config
 
 
 def batch_losses(setup, config, params_list, steps=range(4)) -> list[float]:
   """Mean distillation loss of each params on the training batches of `steps`."""
-  from d2l_jax.train import training_documents
+  from d2l_jax.train import training_batches
 
-  documents = training_documents(setup, config, os.path.join(config.workdir, "cache"))
-  pairs, pair_doc = question_pairs(documents)
-  targets = teacher.prepare(setup.base, pairs, config.data, os.path.join(config.workdir, "cache"))
-  dc, tc = config.data, config.train
-  batches = DocBatches(documents, targets, pair_doc, setup.base.tokenizer, docs_per_batch=dc.docs_per_batch,
-                       queries_per_doc=dc.queries_per_doc, max_doc_len=dc.max_doc_len,
-                       chunk_counts=tc.chunk_counts, chunk_probs=tc.chunk_probs,
-                       min_chunk_len=tc.min_chunk_len, seed=tc.seed)
-  loss_fn = jax.jit(train_lib.lm_loss_fn(setup.base.module(), d2l_model.hypernet_adapter_fn(setup), distill=True))
-  losses = [float(np.mean([loss_fn(params, setup.base.params, batches(s), None, True)[0] for s in steps]))
-             for params in params_list]
+  batches = training_batches(setup, config, os.path.join(config.workdir, "cache"))
+  loss_fn = jax.jit(
+    train_lib.lm_loss_fn(
+      setup.base.module(),
+      d2l_model.hypernet_adapter_fn(setup),
+      answer_loss=d2l_model.answer_loss("distill"),
+    )
+  )
+  losses = [
+    float(np.mean([loss_fn(params, setup.base.params, batches(s), None, True)[0] for s in steps]))
+    for params in params_list
+  ]
   return losses
 
 
@@ -67,7 +68,11 @@ def held_out_losses(internalizer, config, n_docs: int = 6) -> dict:
   docs = corpus.synthetic_corpus(n_docs, seed=config.eval.seed)
   pairs, pair_doc = question_pairs(docs, "test")
   targets = teacher.prepare(base, pairs, config.data, None)
-  loss_fn = jax.jit(train_lib.lm_loss_fn(base.module(), lambda p, bp, batch, rng, det: p, distill=True))
+  loss_fn = jax.jit(
+    train_lib.lm_loss_fn(
+      base.module(), lambda p, bp, batch, rng, det: p, answer_loss=d2l_model.answer_loss("distill")
+    )
+  )
   out = {"adapter": [], "none": []}
   for i, doc in enumerate(docs):
     batch = {k: jnp.asarray(v[pair_doc == i]) for k, v in targets.items() if k != "responses"}
@@ -82,7 +87,9 @@ def test_distillation_lowers_loss_and_adapter_beats_base(trained):
   path, config = trained
   internalizer = Internalizer(config.workdir)
   setup = internalizer.setup
-  before, after = batch_losses(setup, config, [setup.init_params(config.train.seed), internalizer.params])
+  before, after = batch_losses(
+    setup, config, [setup.init_params(config.train.seed), internalizer.params]
+  )
   # Relative margins: the teacher's top-k probabilities are used unnormalised (as the reference),
   # so the loss's scale is the top-k's share of the teacher's mass.
   assert after < 0.95 * before, (before, after)
@@ -99,9 +106,15 @@ def test_training_adapters_equal_chunked_internalization(trained):
   doc = corpus.synthetic_document(5)
   n = len(tok(doc.text, add_special_tokens=False)["input_ids"])
   tokens, mask = chunking.chunk_tokens(tok, doc.text, 0, num_chunks=3, width=n)
-  batch = {"chunk_tokens": jnp.asarray(tokens)[None], "chunk_mask": jnp.asarray(mask)[None],
-           "tokens": jnp.zeros((2, 4), jnp.int32)}  # two question rows share the document's adapter
-  trained_path = d2l_model.hypernet_adapter_fn(setup)(internalizer.params, setup.base.params, batch, None, True)
+  # Two question rows share the document's adapter.
+  batch = {
+    "chunk_tokens": jnp.asarray(tokens)[None],
+    "chunk_mask": jnp.asarray(mask)[None],
+    "tokens": jnp.zeros((2, 4), jnp.int32),
+  }
+  trained_path = d2l_model.hypernet_adapter_fn(setup)(
+    internalizer.params, setup.base.params, batch, None, True
+  )
   one_by_one = internalizer(doc.text, chunk_len=-(-n // 3))
   assert trained_path.rank == one_by_one.rank == 4 * setup.spec.rank
   for m, w in one_by_one.weights.items():
@@ -121,34 +134,56 @@ def test_cli_internalize_and_ask(trained, tmp_path, rng, capsys):
   doc = tmp_path / "doc.txt"
   doc.write_text(corpus.synthetic_document(11).text)
   out = tmp_path / "adapter"
-  code, _, err = run_cli("internalize", "--checkpoint", config.workdir, doc, "--out", out, "--chunk-len", 40)
+  code, _, err = run_cli(
+    "internalize", "--checkpoint", config.workdir, doc, "--out", out, "--chunk-len", 40
+  )
   assert code == 0, err[-2000:]
   internalizer = Internalizer(config.workdir)
   lora = internalizer(doc.read_text(), chunk_len=40)
-  assert json.loads((out / "adapter_config.json").read_text())["r"] == lora.rank > 2 * internalizer.setup.spec.rank
+  assert (
+    json.loads((out / "adapter_config.json").read_text())["r"]
+    == lora.rank
+    > 2 * internalizer.setup.spec.rank
+  )
   ids = rng.integers(0, internalizer.base.config.vocab_size, (2, 12))
-  ours = internalizer.base.module().apply({"params": internalizer.base.params}, jnp.asarray(ids), lora=lora).logits
-  model = peft.PeftModel.from_pretrained(transformers.AutoModelForCausalLM.from_pretrained(path), str(out)).eval()
+  ours = (
+    internalizer.base.module()
+    .apply({"params": internalizer.base.params}, jnp.asarray(ids), lora=lora)
+    .logits
+  )
+  model = peft.PeftModel.from_pretrained(
+    transformers.AutoModelForCausalLM.from_pretrained(path), str(out)
+  ).eval()
   with torch.no_grad():
     theirs = model(torch.tensor(ids)).logits.numpy()
   np.testing.assert_allclose(np.asarray(ours), theirs, atol=1e-4, rtol=0)
 
-  code, out, err = run_cli("ask", "--checkpoint", config.workdir, doc, "Who was her sister?", "--compare",
-                           "--max-new-tokens", 4)
+  code, out, err = run_cli(
+    "ask",
+    "--checkpoint",
+    config.workdir,
+    doc,
+    "Who was her sister?",
+    "--compare",
+    "--max-new-tokens",
+    4,
+  )
   assert code == 0, err[-2000:]
   for method in ("D2L adapter", "document in context", "base model alone"):
     assert method in out
 
   binary = tmp_path / "doc.bin"
   binary.write_bytes(b"\x00\x01binary")
-  code, _, err = run_cli("internalize", "--checkpoint", config.workdir, binary, "--out", tmp_path / "x")
+  code, _, err = run_cli(
+    "internalize", "--checkpoint", config.workdir, binary, "--out", tmp_path / "x"
+  )
   assert code == 2 and "looks binary" in err
   empty = tmp_path / "empty.txt"
   empty.write_text("   \n")
   code, _, err = run_cli("ask", "--checkpoint", config.workdir, empty, "Anything?")
   assert code == 2 and "the document is empty" in err
   code, _, err = run_cli("ask", "--checkpoint", tmp_path / "nowhere", doc, "Anything?")
-  assert code == 2 and "no checkpoint directory" in err
+  assert code == 2 and "is not a run directory" in err
 
 
 def test_eval_tables_have_every_method_and_the_control(trained, tmp_path):
@@ -157,26 +192,49 @@ def test_eval_tables_have_every_method_and_the_control(trained, tmp_path):
   path, config = trained
   result = evaluate(config.workdir, str(tmp_path / "eval.json"), overrides={"documents": 2})
   methods = [row["method"] for row in result["qa"]]
-  assert methods == ["base model, no document", "document in context (ICL)", "context distillation LoRA",
-                     "D2L adapter", "D2L, another document's adapter (control)", "D2L minus control"]
+  assert methods == [
+    "base model, no document",
+    "document in context (ICL)",
+    "context distillation LoRA",
+    "D2L adapter",
+    "D2L, another document's adapter (control)",
+    "D2L minus control",
+  ]
   by_method = {row["method"]: row for row in result["qa"]}
-  # D2L and its control on held-out and training documents, in both phrasings; the rest held-out only.
+  # D2L and its control on held-out and training documents, in both phrasings; the rest held-out
+  # only.
   for name in ("D2L adapter", "D2L, another document's adapter (control)", "D2L minus control"):
     assert all(by_method[name][c] != "-" for c in by_method[name] if c != "method")
   assert by_method["base model, no document"]["training test F1"] == "-"
   per_doc = result["per_document"]
-  assert len(per_doc["d2l/held-out/test"]["f1"]) == 2 and len(per_doc["control/training/study"]["f1"]) == 2
+  assert (
+    len(per_doc["d2l/held-out/test"]["f1"]) == 2
+    and len(per_doc["control/training/study"]["f1"]) == 2
+  )
   assert len(per_doc["cd/held-out/test"]["f1"]) == config.eval.cd_documents
-  mean, low, high = (float(x) for x in by_method["D2L adapter"]["held-out test F1"].replace("[", "").replace(
-      "]", "").replace(",", "").split())
+  mean, low, high = (
+    float(x)
+    for x in by_method["D2L adapter"]["held-out test F1"]
+    .replace("[", "")
+    .replace("]", "")
+    .replace(",", "")
+    .split()
+  )
   assert low <= mean <= high and 0.0 <= low and high <= 1.0
   cost = {row["method"]: row for row in result["cost"]}
   assert cost["base model, no document"]["context state MB"] == 0.0
-  assert cost["D2L adapter"]["context state MB"] > 0 and cost["document in context (ICL)"]["context state MB"] > 0
+  assert (
+    cost["D2L adapter"]["context state MB"] > 0
+    and cost["document in context (ICL)"]["context state MB"] > 0
+  )
   assert all(row["answer s/doc"] > 0 and row["peak program MB"] > 0 for row in result["cost"])
   assert [r["method"] for r in result["niah"]] == [
-      "base model, no document", "document in context (ICL)", "D2L adapter",
-      "D2L, another document's adapter (control)", "D2L minus control"]
+    "base model, no document",
+    "document in context (ICL)",
+    "D2L adapter",
+    "D2L, another document's adapter (control)",
+    "D2L minus control",
+  ]
   assert list(result["niah"][0])[1:] == ["1x (96 tok)", "2x (192 tok)"]
   assert json.loads((tmp_path / "eval.json").read_text())["qa"] == result["qa"]
   markdown = (tmp_path / "eval.md").read_text()
@@ -194,10 +252,19 @@ def test_d2l_reads_the_document(tiny_model, tmp_path):
 
   path, _ = tiny_model("llama")
   config = tiny_config(path, str(tmp_path / "niah"))
-  config.data.update(train_documents=0, niah_documents=8, niah_min_len=64, niah_max_len=64,
-                     niah_train_depths=(0.5,), queries_per_doc=1, max_doc_len=96, responses="gold")
-  config.train.update(loss="ce", steps=600, chunk_counts=(1,), chunk_probs=(1.0,), log_every=100,
-                      ckpt_every=600)
+  config.data.update(
+    train_documents=0,
+    niah_documents=8,
+    niah_min_len=64,
+    niah_max_len=64,
+    niah_train_depths=(0.5,),
+    queries_per_doc=1,
+    max_doc_len=96,
+    responses="gold",
+  )
+  config.train.update(
+    loss="ce", steps=600, chunk_counts=(1,), chunk_probs=(1.0,), log_every=100, ckpt_every=600
+  )
   train(config)
   internalizer = Internalizer(config.workdir)
   docs = training_documents(internalizer.setup, config, None)
@@ -205,12 +272,15 @@ def test_d2l_reads_the_document(tiny_model, tmp_path):
   assert len(set(numbers)) == len(docs) and len({len(d.text) for d in docs}) == 1
   adapters = [internalizer(d.text, chunk_len=4096) for d in docs]
   question = docs[0].test[0].question
-  answer = lambda lora: teacher.greedy_answers(internalizer.base, [question], None, 8, 1, lora)[0]
+  answer = lambda lora: generate.chat(internalizer.base, [question], 8, lora)[0]
   own = np.mean([n in answer(adapters[i]) for i, n in enumerate(numbers)])
   control = np.mean([n in answer(adapters[(i + 1) % len(docs)]) for i, n in enumerate(numbers)])
   assert own >= 0.9 and control <= 0.125, (own, control)
-  logged = [json.loads(line) for line in open(os.path.join(config.workdir, "logs", "metrics.jsonl"))]
-  assert logged[-1]["probe_rel_diff"] > 0.05 and logged[-1]["doc_share"] > 0.05  # the probe sees it too
+  logged = [
+    json.loads(line) for line in open(os.path.join(config.workdir, "logs", "metrics.jsonl"))
+  ]
+  # The training probe sees it too.
+  assert logged[-1]["probe_rel_diff"] > 0.05 and logged[-1]["doc_share"] > 0.05
 
 
 def test_learning_curve_over_checkpoints(trained, tmp_path):

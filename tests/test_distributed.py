@@ -14,7 +14,9 @@ TOL = 1e-5
 
 
 def run(*args, timeout=600):
-  result = subprocess.run([*WORKER, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+  result = subprocess.run(
+    [*WORKER, *map(str, args)], capture_output=True, text=True, timeout=timeout
+  )
   assert result.returncode == 0, result.stderr[-3000:]
 
 
@@ -28,20 +30,19 @@ def assert_same(reference: dict, other: dict):
 def test_meshes_match_one_device(tiny_model, tmp_path):
   path, _ = tiny_model("llama")
   out = tmp_path / "meshes.json"
-  run(out, path, "--devices", 8, "--meshes", "1,1,1", "8,1,1", "2,4,1", "2,2,2")
+  # Every axis at once (data, fsdp and tensor of 2 each); pure data parallelism is the 8x1x1 mesh
+  # the checkpoint is restored onto below.
+  run(out, path, "--devices", 8, "--meshes", "1,1,1", "2,2,2")
   results = json.loads(out.read_text())
   reference = results["1x1x1"]
   assert np.abs(reference["params"]["head_q_proj/kernel"]).max() > 0  # updated (initialised at 0)
-  for name in ("8x1x1", "2x4x1", "2x2x2"):
-    assert_same(reference, results[name])
-    assert_same(results["d2l 1x1x1"], results[f"d2l {name}"])  # D2L steps too
+  assert_same(reference, results["2x2x2"])
+  assert_same(results["d2l 1x1x1"], results["d2l 2x2x2"])  # D2L steps too
   assert np.abs(results["d2l 1x1x1"]["params"]["scaler_B_down_proj"]).max() > 0  # updated (init 0)
   # Parameters really are sharded: head [head_in=64, r (d_in + d_out)], q_proj [layers, 64, 64].
   out_width = reference["head_shape"][1]
-  assert results["2x4x1"]["head_shard"] == [16, out_width]  # fsdp=4 splits head_in
   assert results["2x2x2"]["head_shard"] == [32, out_width // 2]  # fsdp=2, tensor=2
   assert results["2x2x2"]["q_shard"] == [3, 32, 32]
-  assert results["8x1x1"]["q_shard"] == [3, 64, 64]  # pure data parallel: replicated
   # The shard_map per-example LoRA program equals the jit path (and the adapter matters).
   assert results["shard_map_max_diff"] < 1e-5 and results["lora_effect"] > 1e-3
   # A 2x2x2 checkpoint restores exactly onto an 8x1x1 mesh and onto a single device.
@@ -60,10 +61,27 @@ def test_two_processes_match_one(tiny_model, tmp_path):
   single = tmp_path / "single.json"
   run(single, path, "--devices", 4)
   port, multi = free_port(), tmp_path / "multi.json"
-  workers = [subprocess.Popen([*WORKER, str(multi), path, "--devices", "2", "--process", str(i),
-                               "--processes", "2", "--port", str(port)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(2)]
+  workers = [
+    subprocess.Popen(
+      [
+        *WORKER,
+        str(multi),
+        path,
+        "--devices",
+        "2",
+        "--process",
+        str(i),
+        "--processes",
+        "2",
+        "--port",
+        str(port),
+      ],
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for i in range(2)
+  ]
   for worker in workers:
     _, err = worker.communicate(timeout=600)
     assert worker.returncode == 0, err[-3000:]

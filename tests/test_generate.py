@@ -38,7 +38,9 @@ def test_left_padded_batch_generates_like_single_prompts(tiny_model, rng):
   tokens, mask = generate.left_pad(rows)
   batched = generate.generate(model, loaded.params, jnp.asarray(tokens), jnp.asarray(mask), 8)
   for i, row in enumerate(rows):
-    single = generate.generate(model, loaded.params, jnp.asarray([row]), jnp.ones((1, len(row)), bool), 8)
+    single = generate.generate(
+      model, loaded.params, jnp.asarray([row]), jnp.ones((1, len(row)), bool), 8
+    )
     np.testing.assert_array_equal(batched[i], single[0])
 
 
@@ -49,6 +51,10 @@ def test_chat_stops_at_end_of_turn(tiny_model):
   assert loaded.tokenizer.convert_tokens_to_ids("<|im_end|>") in eos
   tokens, _ = generate.encode_chat(loaded.tokenizer, ["Count the vowels."])
   text = loaded.tokenizer.decode(tokens[0])
-  assert text.startswith("<|im_start|>user\nCount the vowels.<|im_end|>") and text.endswith("assistant\n")
+  assert text.startswith("<|im_start|>user\nCount the vowels.<|im_end|>") and text.endswith(
+    "assistant\n"
+  )
   row = [5, 6, eos[0], 7]
-  assert generate.decode(loaded.tokenizer, np.asarray([row]), eos) == [loaded.tokenizer.decode([5, 6])]
+  assert generate.decode(loaded.tokenizer, np.asarray([row]), eos) == [
+    loaded.tokenizer.decode([5, 6])
+  ]

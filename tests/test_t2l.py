@@ -28,9 +28,16 @@ CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs", "t2l")
 @pytest.mark.parametrize("variant,expected", [("L", 55.4e6), ("M", 34.4e6), ("S", 5.0e6)])
 def test_parameter_counts_for_mistral_7b_shapes(variant, expected):
   """The reference's sizes: h=128, head_in=512, q/v, r=8, 32 layers, 1024-d task embedding."""
-  mistral = from_hf_config(transformers.MistralConfig(
-      hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-      num_key_value_heads=8, vocab_size=32000))
+  mistral = from_hf_config(
+    transformers.MistralConfig(
+      hidden_size=4096,
+      intermediate_size=14336,
+      num_hidden_layers=32,
+      num_attention_heads=32,
+      num_key_value_heads=8,
+      vocab_size=32000,
+    )
+  )
   spec = HyperSpec.for_model(mistral, variant, ["q_proj", "v_proj"])
   count = count_params(jax.eval_shape(lambda: init_params(spec, 1024, jax.random.key(0))))
   assert abs(count - expected) / expected < 0.01, count
@@ -48,10 +55,18 @@ def test_shapes_and_step0_is_the_base_model(variant, tiny_llama, rng):
   modules = ["q_proj", "v_proj", "down_proj"]
   spec = HyperSpec.for_model(loaded.config, variant, modules, rank=4, latent=32, head_in=64)
   params = init_params(spec, 16, jax.random.key(0))
-  lora = T2LHypernet(spec).apply({"params": params}, jnp.asarray(rng.normal(size=(3, 16)), jnp.float32))
+  lora = T2LHypernet(spec).apply(
+    {"params": params}, jnp.asarray(rng.normal(size=(3, 16)), jnp.float32)
+  )
   assert lora.batch_size == 3 and lora.rank == 4
-  chex.assert_shape(lora.weights["down_proj"]["A"], (3, loaded.config.num_layers, 4, loaded.config.intermediate_size))
-  chex.assert_shape(lora.weights["v_proj"]["B"], (3, loaded.config.num_layers, loaded.config.num_kv_heads * loaded.config.head_dim, 4))
+  chex.assert_shape(
+    lora.weights["down_proj"]["A"],
+    (3, loaded.config.num_layers, 4, loaded.config.intermediate_size),
+  )
+  chex.assert_shape(
+    lora.weights["v_proj"]["B"],
+    (3, loaded.config.num_layers, loaded.config.num_kv_heads * loaded.config.head_dim, 4),
+  )
   lora_lib.check_compatible(lora, loaded.config)
   for module, dw in lora_lib.delta_weights(lora).items():
     assert float(jnp.abs(dw).max()) == 0.0, module  # dW = B A = 0
@@ -63,7 +78,9 @@ def test_generated_suite_is_well_formed():
   assert len(tasks) >= 60 and len({t.name for t in tasks}) == len(tasks)
   assert all(len(set(t.descriptions)) >= 10 for t in tasks)
   train, held_out = tasks_lib.split_suite(tasks)
-  assert len(held_out) == len(tasks_lib.HELD_OUT) and not {t.name for t in train} & set(tasks_lib.HELD_OUT)
+  assert len(held_out) == len(tasks_lib.HELD_OUT) and not {t.name for t in train} & set(
+    tasks_lib.HELD_OUT
+  )
   by_name = {t.name: t for t in tasks}
   assert by_name["add_7"].examples(5, 0) == by_name["add_7"].examples(5, 0)  # deterministic
   for x, y in by_name["add_7"].examples(5, 0):
@@ -72,10 +89,16 @@ def test_generated_suite_is_well_formed():
     assert y.split() == x.split()[::-1]
 
 
-@pytest.mark.skipif(not os.path.isdir(os.path.join(os.path.dirname(__file__), "..", "..", "shared",
-                                                   "reference-data")), reason="no ../shared/reference-data")
+@pytest.mark.skipif(
+  not os.path.isdir(
+    os.path.join(os.path.dirname(__file__), "..", "..", "shared", "reference-data")
+  ),
+  reason="no ../shared/reference-data",
+)
 def test_reads_lots_of_loras_metadata():
-  root = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "reference-data", "t2l_tasks")
+  root = os.path.join(
+    os.path.dirname(__file__), "..", "..", "shared", "reference-data", "t2l_tasks"
+  )
   meta = tasks_lib.load_lol_metadata(os.path.join(root, "lol_022"))
   assert len(meta["descriptions"]) == 200 and "{task_def}" in meta["user_prompt_template"]
   with pytest.raises(FileNotFoundError, match="has no metadata.yaml"):
@@ -84,7 +107,11 @@ def test_reads_lots_of_loras_metadata():
 
 def test_sentence_encoder_scaling_similarity_and_cache(tmp_path):
   encoder = encoder_lib.SentenceEncoder()
-  texts = ["Add 6 to the number", "Increase the number by 6.", "Rewrite the sentence in upper case."]
+  texts = [
+    "Add 6 to the number",
+    "Increase the number by 6.",
+    "Rewrite the sentence in upper case.",
+  ]
   emb = encoder_lib.cached_embeddings(encoder, texts, str(tmp_path))
   np.testing.assert_allclose(np.linalg.norm(emb, axis=-1), np.sqrt(emb.shape[-1]), rtol=1e-5)
   cos = emb @ emb.T / emb.shape[-1]
@@ -99,7 +126,9 @@ def test_base_model_encoder(tiny_llama):
   _, loaded = tiny_llama
   emb = encoder_lib.BaseModelEncoder(loaded, "last")(["Count the vowels", "Reverse the words."])
   assert emb.shape == (2, loaded.config.hidden_size)
-  np.testing.assert_allclose(np.linalg.norm(emb, axis=-1), np.sqrt(loaded.config.hidden_size), rtol=1e-5)
+  np.testing.assert_allclose(
+    np.linalg.norm(emb, axis=-1), np.sqrt(loaded.config.hidden_size), rtol=1e-5
+  )
 
 
 def tiny_config(model_dir: str, workdir: str, max_train_tasks: int):
@@ -134,8 +163,13 @@ def test_eval_table_has_every_row(trained):
   out = os.path.join(trained.workdir, "eval.json")
   rows = evaluate(trained.workdir, out)
   assert [r["adapter"] for r in rows] == [
-      "base model", "multi-task LoRA", "oracle LoRA (trained on the task)", "T2L, task descriptions",
-      "T2L, held-out paraphrases", "T2L, random descriptions"]
+    "base model",
+    "multi-task LoRA",
+    "oracle LoRA (trained on the task)",
+    "T2L, task descriptions",
+    "T2L, held-out paraphrases",
+    "T2L, random descriptions",
+  ]
   saved = json.load(open(out))
   assert sorted(saved["held_out_tasks"]) == ["add_7", "double"] and saved["rows"] == rows
   for row in rows:
@@ -157,7 +191,9 @@ def test_training_loss_falls_and_t2l_beats_base_on_held_out_task(trained, tiny_l
   task = next(t for t in tasks_lib.generated_suite() if t.name == "add_7")  # held out
   task_eval = TaskEval(loaded, generator.config)
   base = task_eval(task, None)["loss"]
-  adapted = task_eval(task, generator([task.descriptions[0]] * trained.eval.examples_per_task))["loss"]
+  adapted = task_eval(task, generator([task.descriptions[0]] * trained.eval.examples_per_task))[
+    "loss"
+  ]
   assert adapted < base - 0.1, (adapted, base)
 
 
@@ -166,13 +202,28 @@ def test_generate_cli_output_loads_in_peft_with_same_logits(trained, tiny_llama,
 
   path, loaded = tiny_llama
   out = tmp_path / "adapter"
-  result = subprocess.run([sys.executable, "-m", "t2l_jax.cli", "generate", "--checkpoint", trained.workdir,
-                           "Add 7 to the number.", "--out", str(out)], capture_output=True, text=True)
+  result = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "t2l_jax.cli",
+      "generate",
+      "--checkpoint",
+      trained.workdir,
+      "Add 7 to the number.",
+      "--out",
+      str(out),
+    ],
+    capture_output=True,
+    text=True,
+  )
   assert result.returncode == 0, result.stderr
   ours = Generator(trained.workdir)(["Add 7 to the number."]).example(0)
   ids = rng.integers(0, VOCAB, (2, 10))
   expected = loaded.module().apply({"params": loaded.params}, jnp.asarray(ids), lora=ours).logits
-  model = peft.PeftModel.from_pretrained(transformers.AutoModelForCausalLM.from_pretrained(path), str(out)).eval()
+  model = peft.PeftModel.from_pretrained(
+    transformers.AutoModelForCausalLM.from_pretrained(path), str(out)
+  ).eval()
   with torch.no_grad():
     theirs = model(torch.tensor(ids)).logits.numpy()
   np.testing.assert_allclose(np.asarray(expected), theirs, atol=1e-4, rtol=0)
@@ -187,10 +238,10 @@ def test_bad_input_errors(trained, tmp_path):
   build_tiny_hf_model("qwen2", str(other), hidden_size=32)
   with pytest.raises(ValueError, match="was trained for another base model"):
     Generator(trained.workdir, base_model=str(other))
-  loaded_config = hyperlora.checkpoints.load_config(trained.base_model)
+  loaded_config = hyperlora.base_weights.load_config(trained.base_model)
   with pytest.raises(ValueError, match="unknown LoRA target module 'attn_proj'"):
     HyperSpec.for_model(loaded_config, "L", ["attn_proj"])
-  with pytest.raises(FileNotFoundError, match="no checkpoint directory"):
+  with pytest.raises(FileNotFoundError, match="is not a run directory"):
     Generator(str(tmp_path / "missing"))
 
 
@@ -207,17 +258,28 @@ def test_reconstruction_learns_a_library(tiny_llama, tmp_path):
   names = [t.name for t in t2l_model.build(config).train_tasks]
   targets = {}
   for i, name in enumerate(names):
-    target = lora_lib.init(jax.random.key(i), loaded.config, ["q_proj", "v_proj"], 8, 1.0, b_std=0.05)
+    target = lora_lib.init(
+      jax.random.key(i), loaded.config, ["q_proj", "v_proj"], 8, 1.0, b_std=0.05
+    )
     peft_io.export(target, str(tmp_path / "library" / name))
     targets[name] = target
   config.recon.library = str(tmp_path / "library")
   train_reconstruction(config)
 
   import json
+
   log = [json.loads(l) for l in open(os.path.join(config.workdir, "logs", "metrics.jsonl"))]
   assert log[-1]["loss"] < 0.5 * log[0]["loss"]
   tasks = {t.name: t for t in tasks_lib.generated_suite()}
-  generated = Generator(config.workdir)([tasks[n].descriptions[0] for n in names])
+  moved = str(tmp_path / "moved")  # a run directory loads from wherever it is now
+  os.rename(config.workdir, moved)
+  generator = Generator(moved)
+  assert generator.config.workdir == moved
+  exported = json.load(
+    open(os.path.join(generator.export("Add 7.", str(tmp_path / "a")), "hyperlora.json"))
+  )
+  assert exported["t2l_checkpoint"].startswith(moved)
+  generated = generator([tasks[n].descriptions[0] for n in names])
   for i, name in enumerate(names):
     dw = lora_lib.delta_weights(lora_lib.fold_scale(generated.example(i)))["q_proj"]
     want = lora_lib.delta_weights(targets[name])["q_proj"]

@@ -17,16 +17,45 @@ from d2l_jax.config import base_config
 
 def get_config():
   c = base_config()
-  c.base_model = ""  # A local Hugging Face directory of google/gemma-2-2b-it: set on the command line.
+  c.base_model = (
+    ""  # A local Hugging Face directory of google/gemma-2-2b-it: set on the command line.
+  )
   c.workdir = "runs/d2l_gemma2_2b"
   c.dtype = "bfloat16"
   c.features = "all_but_last"
-  c.hypernet.update(modules=("down_proj",), rank=8, shared_perceiver=True, latent=512, n_latents=8,
-                    num_blocks=9, heads=16, kv_heads=4, head_dim=128)
-  c.data.update(docs_per_batch=8, queries_per_doc=2, max_doc_len=2048, max_len=512,
-                max_teacher_len=2560, max_answer=64, responses="teacher", top_k=16)
-  c.train.update(steps=20000, lr=4e-5, warmup_frac=0.005, schedule="cosine", loss="distill",
-                 l1_coef=0.1, neftune_alpha=5.0, min_chunk_len=25, remat=True, ckpt_every=500)
+  c.hypernet.update(
+    modules=("down_proj",),
+    rank=8,
+    shared_perceiver=True,
+    latent=512,
+    n_latents=8,
+    num_blocks=9,
+    heads=16,
+    kv_heads=4,
+    head_dim=128,
+  )
+  c.data.update(
+    docs_per_batch=8,
+    queries_per_doc=2,
+    max_doc_len=2048,
+    max_len=512,
+    max_teacher_len=2560,
+    max_answer=64,
+    responses="teacher",
+    top_k=16,
+  )
+  c.train.update(
+    steps=20000,
+    lr=4e-5,
+    warmup_frac=0.005,
+    schedule="cosine",
+    loss="distill",
+    l1_coef=0.1,
+    neftune_alpha=5.0,
+    min_chunk_len=25,
+    remat=True,
+    ckpt_every=500,
+  )
   c.mesh.update(data=-1, fsdp=8, tensor=1)
   c.eval.update(chunk_len=8192, niah_chunk_len=1024)
   return c

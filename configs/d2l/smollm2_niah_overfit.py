@@ -17,7 +17,14 @@ from hyperlora.cli_config import load_config_file
 def get_config():
   c = load_config_file(os.path.join(os.path.dirname(__file__), "smollm2_synthetic.py"))
   c.workdir = "runs/d2l_smollm2_niah_overfit"
-  c.data.update(train_documents=0, niah_documents=8, niah_min_len=64, niah_max_len=64,
-                niah_train_depths=(0.5,), queries_per_doc=1, max_doc_len=96)
+  c.data.update(
+    train_documents=0,
+    niah_documents=8,
+    niah_min_len=64,
+    niah_max_len=64,
+    niah_train_depths=(0.5,),
+    queries_per_doc=1,
+    max_doc_len=96,
+  )
   c.train.update(steps=150, chunk_counts=(1,), chunk_probs=(1.0,), log_every=10, ckpt_every=150)
   return c

@@ -1,7 +1,7 @@
 """T2L by reconstruction of a LoRA library (one PEFT adapter per training task) for SmolLM2.
 
-  t2l library --config configs/t2l/smollm2_suite.py --config.baselines.oracle_steps=60 --out runs/lib
-  t2l train --config configs/t2l/recon.py --config.recon.library=runs/lib
+t2l library --config configs/t2l/smollm2_suite.py --config.baselines.oracle_steps=60 --out runs/lib
+t2l train --config configs/t2l/recon.py --config.recon.library=runs/lib
 """
 
 from t2l_jax.config import base_config

@@ -1,6 +1,6 @@
 """T2L on a tiny base model, for tests and quick checks (well under a second per step on CPU).
 
-  t2l train --config configs/t2l/tiny.py --config.base_model=/path/to/tiny_hf_dir
+t2l train --config configs/t2l/tiny.py --config.base_model=/path/to/tiny_hf_dir
 """
 
 from t2l_jax.config import base_config

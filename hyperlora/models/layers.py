@@ -87,16 +87,25 @@ class LoRADense(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, lora: dict | None = None, lora_scale: float = 1.0) -> Array:
-    kernel = logical_param(self, "kernel", nn.initializers.lecun_normal(),
-                           (x.shape[-1], self.features), self.param_dtype, self.axes)
+    kernel = logical_param(
+      self,
+      "kernel",
+      nn.initializers.lecun_normal(),
+      (x.shape[-1], self.features),
+      self.param_dtype,
+      self.axes,
+    )
     y = jnp.einsum("btd,df->btf", x, kernel.astype(self.dtype))
     if self.use_bias:
-      bias = logical_param(self, "bias", nn.initializers.zeros, (self.features,), self.param_dtype,
-                           self.axes[1:])
+      bias = logical_param(
+        self, "bias", nn.initializers.zeros, (self.features,), self.param_dtype, self.axes[1:]
+      )
       y = y + bias.astype(self.dtype)
     if lora is not None:
       if self.mesh is not None and lora["A"].ndim == 3:
-        y = y + lora_delta_per_device(x, lora["A"], lora["B"], lora_scale, self.mesh, self.batch_axes)
+        y = y + lora_delta_per_device(
+          x, lora["A"], lora["B"], lora_scale, self.mesh, self.batch_axes
+        )
       else:
         y = y + lora_delta(x, lora["A"], lora["B"], lora_scale)
     return y

@@ -25,9 +25,9 @@ from hyperlora.models.layers import LoRADense, RMSNorm, apply_rotary, rotary_cos
 Array = jax.Array
 
 ACTIVATIONS = {
-    "silu": nn.silu,
-    "gelu_pytorch_tanh": functools.partial(nn.gelu, approximate=True),
-    "gelu": functools.partial(nn.gelu, approximate=False),
+  "silu": nn.silu,
+  "gelu_pytorch_tanh": functools.partial(nn.gelu, approximate=True),
+  "gelu": functools.partial(nn.gelu, approximate=False),
 }
 _MASKED = -0.7 * float(jnp.finfo(jnp.float32).max)  # Finite, so fully masked rows stay NaN-free.
 
@@ -45,9 +45,13 @@ class KVCache:
   @classmethod
   def init(cls, config: ModelConfig, batch: int, max_len: int, dtype=jnp.float32) -> "KVCache":
     shape = (config.num_layers, batch, max_len, config.num_kv_heads, config.head_dim)
-    return cls(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
-               positions=jnp.zeros((batch, max_len), jnp.int32),
-               valid=jnp.zeros((batch, max_len), bool), index=jnp.zeros((), jnp.int32))
+    return cls(
+      k=jnp.zeros(shape, dtype),
+      v=jnp.zeros(shape, dtype),
+      positions=jnp.zeros((batch, max_len), jnp.int32),
+      valid=jnp.zeros((batch, max_len), bool),
+      index=jnp.zeros((), jnp.int32),
+    )
 
 
 class Output(NamedTuple):
@@ -68,13 +72,13 @@ class _Block(nn.Module):
   lora_mesh: object = None
 
   def project(self, name, features, axes, x, lora, use_bias=False):
-    dense = LoRADense(features, axes, use_bias, self.dtype, self.param_dtype, mesh=self.lora_mesh,
-                      name=name)
+    dense = LoRADense(
+      features, axes, use_bias, self.dtype, self.param_dtype, mesh=self.lora_mesh, name=name
+    )
     return dense(x, (lora or {}).get(name), self.lora_scale)
 
 
 class Attention(_Block):
-
   @nn.compact
   def __call__(self, x, cos, sin, mask, lora, cache_kv, cache_index):
     c = self.config
@@ -113,7 +117,6 @@ class Attention(_Block):
 
 
 class MLP(_Block):
-
   @nn.compact
   def __call__(self, x, lora):
     c = self.config
@@ -137,11 +140,17 @@ class DecoderLayer(nn.Module):
   def __call__(self, h, is_local, lora, cache_kv, cos, sin, masks, cache_index):
     c = self.config
     norm = functools.partial(RMSNorm, c.rms_norm_eps, c.norm_offset, self.param_dtype)
-    kw = dict(config=c, lora_scale=self.lora_scale, dtype=self.dtype, param_dtype=self.param_dtype,
-              lora_mesh=self.lora_mesh)
+    kw = dict(
+      config=c,
+      lora_scale=self.lora_scale,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      lora_mesh=self.lora_mesh,
+    )
     mask = jnp.where(is_local, masks[1], masks[0])
     attn_out, new_cache_kv = Attention(**kw, name="self_attn")(
-        norm(name="input_layernorm")(h), cos, sin, mask, lora, cache_kv, cache_index)
+      norm(name="input_layernorm")(h), cos, sin, mask, lora, cache_kv, cache_index
+    )
     if c.sandwich_norm:
       attn_out = norm(name="post_attention_layernorm")(attn_out)
     h = h + attn_out
@@ -174,9 +183,18 @@ class Transformer(nn.Module):
   lora_mesh: object = None
 
   @nn.compact
-  def __call__(self, tokens, attention_mask=None, positions=None, lora=None, cache=None,
-               return_hidden_states=False, only_last_logits=False, logits_at=None,
-               embed_noise=None) -> Output:
+  def __call__(
+    self,
+    tokens,
+    attention_mask=None,
+    positions=None,
+    lora=None,
+    cache=None,
+    return_hidden_states=False,
+    only_last_logits=False,
+    logits_at=None,
+    embed_noise=None,
+  ) -> Output:
     """tokens [batch, seq] int; attention_mask [batch, seq] (1 = real token, 0 = padding).
 
     logits_at [batch, k] (positions) computes logits only there: training needs them on answer
@@ -200,15 +218,23 @@ class Transformer(nn.Module):
       kv_positions, kv_valid, start, kv_len = positions, attention_mask, 0, seq
     else:
       start, kv_len = cache.index, cache.k.shape[2]
-      kv_positions = jax.lax.dynamic_update_slice(cache.positions, positions.astype(jnp.int32), (0, start))
+      kv_positions = jax.lax.dynamic_update_slice(
+        cache.positions, positions.astype(jnp.int32), (0, start)
+      )
       kv_valid = jax.lax.dynamic_update_slice(cache.valid, attention_mask, (0, start))
-    masks = _attention_masks(positions, kv_positions, kv_valid, start + jnp.arange(seq), kv_len,
-                             c.sliding_window)
+    masks = _attention_masks(
+      positions, kv_positions, kv_valid, start + jnp.arange(seq), kv_len, c.sliding_window
+    )
     cos, sin = rotary_cos_sin(positions, jnp.asarray(c.inverse_frequencies()))
 
-    embed = nn.Embed(c.vocab_size, c.hidden_size, dtype=self.dtype, param_dtype=self.param_dtype,
-                     embedding_init=nn.with_logical_partitioning(
-                         nn.initializers.normal(0.02), ("vocab", "embed")), name="embed_tokens")
+    embed = nn.Embed(
+      c.vocab_size,
+      c.hidden_size,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), ("vocab", "embed")),
+      name="embed_tokens",
+    )
     h = embed(tokens)  # [batch, seq, hidden]
     if embed_noise is not None:
       h = h + embed_noise.astype(h.dtype)
@@ -223,14 +249,23 @@ class Transformer(nn.Module):
     cache_kv = None if cache is None else (cache.k, cache.v)
 
     layer_cls = nn.remat(DecoderLayer, prevent_cse=False) if self.remat else DecoderLayer
-    layers = nn.scan(layer_cls, variable_axes={"params": 0}, split_rngs={"params": True},
-                     in_axes=(0, 0, 0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
-                     length=c.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
+    layers = nn.scan(
+      layer_cls,
+      variable_axes={"params": 0},
+      split_rngs={"params": True},
+      in_axes=(0, 0, 0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
+      length=c.num_layers,
+      metadata_params={nn.PARTITION_NAME: "layers"},
+    )
     h, (new_cache_kv, hidden_states) = layers(
-        config=c, lora_scale=1.0 if lora is None else lora.scale, dtype=self.dtype,
-        param_dtype=self.param_dtype, keep_hidden=return_hidden_states, lora_mesh=self.lora_mesh,
-        name="layers")(
-            h, jnp.asarray(c.local_layers), layer_lora, cache_kv, cos, sin, masks, start)
+      config=c,
+      lora_scale=1.0 if lora is None else lora.scale,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      keep_hidden=return_hidden_states,
+      lora_mesh=self.lora_mesh,
+      name="layers",
+    )(h, jnp.asarray(c.local_layers), layer_lora, cache_kv, cos, sin, masks, start)
     if return_hidden_states:
       hidden_states = jnp.concatenate([embedded[None], hidden_states], axis=0)
     h = RMSNorm(c.rms_norm_eps, c.norm_offset, self.param_dtype, name="norm")(h)
@@ -241,14 +276,24 @@ class Transformer(nn.Module):
     if c.tie_word_embeddings:
       logits = embed.attend(h)
     else:
-      logits = LoRADense(c.vocab_size, ("embed", "vocab"), dtype=self.dtype,
-                         param_dtype=self.param_dtype, name="lm_head")(h)
+      logits = LoRADense(
+        c.vocab_size,
+        ("embed", "vocab"),
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        name="lm_head",
+      )(h)
     logits = logits.astype(jnp.float32)
     if c.final_logit_softcap is not None:
       logits = jnp.tanh(logits / c.final_logit_softcap) * c.final_logit_softcap
 
     new_cache = None
     if cache is not None:
-      new_cache = KVCache(k=new_cache_kv[0], v=new_cache_kv[1], positions=kv_positions,
-                          valid=kv_valid, index=cache.index + seq)
+      new_cache = KVCache(
+        k=new_cache_kv[0],
+        v=new_cache_kv[1],
+        positions=kv_positions,
+        valid=kv_valid,
+        index=cache.index + seq,
+      )
     return Output(logits, new_cache, hidden_states)

