@@ -122,6 +122,8 @@ def chat(
   padded prompt length (None: the longest prompt rounded up to 32 tokens); a longer prompt is an
   error, or with keep_end its last `width` tokens are kept. desc: a progress bar label.
   """
+  if not prompts:
+    return []
   tok = loaded.tokenizer
   eos = eos_ids_of(tok, loaded.config)
   model = loaded.module(dtype)
