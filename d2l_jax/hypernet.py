@@ -52,9 +52,8 @@ class D2LSpec:
   num_layers: int  # base layers that get an adapter
   feature_dim: int  # base hidden size
   per_layer_features: bool = True  # False: one feature map for all layers (NIAH setting)
-  shared_perceiver: bool = (
-    True  # with per-layer features: one Perceiver for all layers, or one each
-  )
+  # With per-layer features: one Perceiver for all layers, or one each.
+  shared_perceiver: bool = True
   rank: int = 8
   latent: int = 512
   n_latents: int = 8

@@ -17,9 +17,8 @@ from d2l_jax.config import base_config
 
 def get_config():
   c = base_config()
-  c.base_model = (
-    ""  # A local Hugging Face directory of google/gemma-2-2b-it: set on the command line.
-  )
+  # A local Hugging Face directory of google/gemma-2-2b-it: set on the command line.
+  c.base_model = ""
   c.workdir = "runs/d2l_gemma2_2b"
   c.dtype = "bfloat16"
   c.features = "all_but_last"

@@ -50,9 +50,8 @@ class ModelConfig:
   local_layers: tuple[bool, ...] = ()
   attn_logit_softcap: float | None = None  # Gemma-2
   final_logit_softcap: float | None = None  # Gemma-2
-  query_scale: float | None = (
-    None  # Gemma-2: query_pre_attn_scalar ** -0.5; default head_dim ** -0.5
-  )
+  # Gemma-2: query_pre_attn_scalar ** -0.5; default head_dim ** -0.5.
+  query_scale: float | None = None
   sandwich_norm: bool = False  # Gemma-2: extra norms after attention and around the MLP.
   norm_offset: bool = False  # Gemma: RMSNorm multiplies by (1 + weight).
   scale_embeddings: bool = False  # Gemma: embeddings multiplied by sqrt(hidden_size).
