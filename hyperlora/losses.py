@@ -42,9 +42,8 @@ def distillation_loss(
 
 
 def lora_l2(lora: LoRA) -> jax.Array:
-  """mean(A^2) + mean(B^2), averaged over target modules."""
-  terms = [jnp.mean(w["A"] ** 2) + jnp.mean(w["B"] ** 2) for w in lora.weights.values()]
-  return sum(terms) / len(terms)
+  """mean(A^2) + mean(B^2), summed over target modules (as the reference's T2L SFT)."""
+  return sum(jnp.mean(w["A"] ** 2) + jnp.mean(w["B"] ** 2) for w in lora.weights.values())
 
 
 def lora_l1(lora: LoRA, target: LoRA | None = None) -> jax.Array:

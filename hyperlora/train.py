@@ -152,12 +152,14 @@ def lm_loss_fn(
   label_smoothing: float = 0.0,
   answer_loss=None,
   neftune_alpha: float = 0.0,
+  lora_dropout: float = 0.0,
 ):
   """loss(params, base_params, batch, rng, deterministic) -> (scalar, metrics).
 
   answer_loss(logits, batch) -> [batch] is the method's loss on the answer tokens (default:
   cross-entropy on target_ids, with label smoothing); the plain NLL is logged beside it either way.
-  neftune_alpha > 0 adds NEFTune noise to the input embeddings when not deterministic.
+  neftune_alpha > 0 adds NEFTune noise to the input embeddings, and lora_dropout > 0 drops the
+  adapter's inputs (PEFT's lora_dropout), both only when not deterministic.
   """
 
   def loss_fn(params, base_params, batch, rng, deterministic):
@@ -166,6 +168,9 @@ def lm_loss_fn(
       rng, noise_rng = jax.random.split(rng)
       shape = batch["tokens"].shape + (base_model.config.hidden_size,)
       noise = neftune_noise(noise_rng, shape, neftune_alpha)
+    dropout = 0.0 if deterministic else lora_dropout
+    if dropout:
+      rng, dropout_rng = jax.random.split(rng)
     lora = adapter_fn(params, base_params, batch, rng, deterministic)
     logits = base_model.apply(
       {"params": base_params},
@@ -174,6 +179,8 @@ def lm_loss_fn(
       lora=lora,
       logits_at=batch["target_index"],
       embed_noise=noise,
+      lora_dropout=dropout,
+      rngs={"dropout": dropout_rng} if dropout else None,
     ).logits
     # The plain NLL shows progress (smoothing adds a large vocabulary-wide term).
     nll = answer_cross_entropy(logits, batch["target_ids"], batch["target_mask"]).mean()

@@ -4,7 +4,7 @@ t2l train --config configs/t2l/smollm2_suite.py [--config.train.steps=100 ...]
 t2l library --config configs/t2l/smollm2_suite.py --out LIBRARY_DIR   (one LoRA per training task)
 t2l train --config configs/t2l/recon.py --config.recon.library=LIBRARY_DIR
 t2l generate --checkpoint WORKDIR "Add 7 to the number." --out ADAPTER_DIR
-t2l eval --checkpoint WORKDIR [--out results.json]
+t2l eval --checkpoint WORKDIR [--out results.json]      (also writes results.md)
 """
 
 from __future__ import annotations
@@ -78,9 +78,13 @@ def main(argv: list[str] | None = None) -> int:
   g.add_argument("--checkpoint", required=True, help="a `t2l train` workdir")
   g.add_argument("--out", required=True, help="adapter directory to write (PEFT format)")
   g.add_argument("--model", help="base model the adapter is for (default: the checkpoint's)")
-  e = sub.add_parser("eval", help="zero-shot table on held-out tasks")
+  e = sub.add_parser(
+    "eval", help="zero-shot tables (sibling / family held-out, seen tasks) with 95% intervals"
+  )
   e.add_argument("--checkpoint", required=True, help="a `t2l train` workdir")
-  e.add_argument("--out", help="also write the table as JSON here")
+  e.add_argument(
+    "--out", help="also write the tables as JSON here (per-example scores) and Markdown (.md)"
+  )
   e.add_argument(
     "--variants",
     default="base,multitask,oracle,t2l,t2l_heldout,t2l_random",

@@ -2,7 +2,7 @@
 
 import ml_collections
 
-from t2l_jax.tasks import HELD_OUT
+from t2l_jax.tasks import HELD_OUT, HELD_OUT_FAMILIES
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -33,7 +33,8 @@ def base_config() -> ml_collections.ConfigDict:
       tasks_dir="",
       num_tasks=0,
       max_train_tasks=0,
-      held_out=HELD_OUT,
+      held_out=HELD_OUT,  # sibling held-out tasks (t2l_jax/tasks.py)
+      held_out_families=HELD_OUT_FAMILIES,  # whole families held out
       train_descriptions=10,
       tasks_per_batch=8,
       examples_per_task=1,
@@ -49,7 +50,12 @@ def base_config() -> ml_collections.ConfigDict:
       weight_decay=0.01,
       clip_norm=1.0,
       label_smoothing=0.1,
+      # L2 on the generated factors (the hypernetwork's outputs only; not on baselines' LoRAs).
       l2_coef=1e-3,
+      # The reference's regularisers, in every run here (T2L and its baselines): NEFTune noise on
+      # the input embeddings and dropout on the adapters' inputs (PEFT's lora_dropout).
+      neftune_alpha=5.0,
+      lora_dropout=0.05,
       seed=0,
       remat=False,
       grad_accum=1,
@@ -62,14 +68,19 @@ def base_config() -> ml_collections.ConfigDict:
   # Device mesh (data, fsdp, tensor); one axis may be -1 (all remaining devices). rules: pairs
   # (logical axis name, mesh axis or None) that override hyperlora.sharding.RULES.
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, rules=()))
-  # Baselines trained after T2L, on the same batches: one LoRA for all training tasks, and one LoRA
-  # per held-out task trained on that task (the upper bound T2L is compared with).
-  c.baselines = ml_collections.ConfigDict(dict(multitask_steps=100, oracle_steps=0, lr=3e-4))
+  # Baselines trained after T2L. multitask: one LoRA for all training tasks, on T2L's batches for
+  # T2L's steps (the same budget, steps x batch, as the reference's equal epochs). oracle_steps > 0:
+  # one LoRA per held-out task, each trained on its own task alone for that many steps of
+  # tasks_per_batch x examples_per_task examples (the upper bound T2L is compared with).
+  c.baselines = ml_collections.ConfigDict(dict(multitask=True, oracle_steps=0, lr=3e-4))
   # mode 'recon': learn to reproduce a library of per-task LoRAs (PEFT dirs named by task, e.g.
   # from `t2l library`), with L1 on the factors ('factors') or on dW = B A ('delta').
   c.mode = "sft"
-  c.recon = ml_collections.ConfigDict(dict(library="", loss="factors"))
+  # z_score: predict factors z-scored over the library (the reference's default; factors only).
+  c.recon = ml_collections.ConfigDict(dict(library="", loss="factors", z_score=True))
+  # Zero-shot evaluation: examples per task, and seen_tasks training tasks sampled for the "seen"
+  # split; intervals from `bootstrap` resamples (tasks, then examples).
   c.eval = ml_collections.ConfigDict(
-    dict(examples_per_task=16, max_new_tokens=12, seed=1234, seen_tasks=4)
+    dict(examples_per_task=16, max_new_tokens=12, seed=1234, seen_tasks=12, bootstrap=2000)
   )
   return c

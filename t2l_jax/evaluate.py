@@ -1,5 +1,6 @@
-"""Zero-shot evaluation on held-out tasks: base, multi-task LoRA, oracle LoRAs and T2L adapters
-from the tasks' own (unseen) descriptions, held-out paraphrases and random strings; one table."""
+"""Zero-shot evaluation: base, multi-task LoRA, oracle LoRAs and T2L adapters from the tasks' own
+(unseen) descriptions, held-out paraphrases and random strings (the control), on three splits
+(sibling held-out, family held-out, seen), with bootstrap intervals and paired differences."""
 
 from __future__ import annotations
 
@@ -16,14 +17,16 @@ from hyperlora import generate as gen
 from hyperlora import lora as lora_lib
 from hyperlora import peft_io
 from hyperlora.losses import answer_cross_entropy
-from hyperlora.metrics import print_table
+from hyperlora.metrics import bootstrap_ci, markdown_table, print_table, with_ci
 from hyperlora.sft import encode_example, pad_batch
 from t2l_jax import model as t2l_model
+from t2l_jax import tasks as tasks_lib
 from t2l_jax.generate import Generator
 
 
 class TaskEval:
-  """Loss (teacher-forced, answer tokens) and exact match (greedy) of one adapter on one task."""
+  """Per-example loss (teacher-forced, answer tokens), exact match and ROUGE-L (greedy) of one
+  adapter on one task."""
 
   def __init__(self, base, config):
     self.base, self.config = base, config
@@ -43,7 +46,7 @@ class TaskEval:
       )
     )
 
-  def __call__(self, task, lora) -> dict:
+  def __call__(self, task, lora) -> dict[str, list[float]]:
     ec, tok, max_len = self.config.eval, self.base.tokenizer, self.config.data.max_len
     examples = task.eval_examples(ec.examples_per_task, ec.seed)
     rows = [encode_example(tok, example, max_len) for example in examples]
@@ -53,14 +56,14 @@ class TaskEval:
         rows, self.config.data.max_len, tok.pad_token_id or 0, self.config.data.max_answer
       ).items()
     }
-    loss = float(self._loss(self.base.params, batch, lora).mean())
+    loss = np.asarray(self._loss(self.base.params, batch, lora), np.float64)  # [examples]
     answers = gen.chat(self.base, examples, ec.max_new_tokens, lora, width=max_len, keep_end=True)
     targets = [e.target for e in examples]
-    exact = float(np.mean([a.strip() == y.strip() for a, y in zip(answers, targets)]))
-    rouge = float(
-      np.mean([self._rouge.score(y, a)["rougeL"].fmeasure for a, y in zip(answers, targets)])
-    )
-    return {"loss": loss, "exact_match": exact, "rougeL": rouge}
+    return {
+      "exact_match": [float(a.strip() == y.strip()) for a, y in zip(answers, targets)],
+      "rougeL": [self._rouge.score(y, a)["rougeL"].fmeasure for a, y in zip(answers, targets)],
+      "loss": loss.tolist(),
+    }
 
 
 def _cycle(embeddings: np.ndarray, n: int) -> jnp.ndarray:
@@ -68,12 +71,60 @@ def _cycle(embeddings: np.ndarray, n: int) -> jnp.ndarray:
 
 
 VARIANTS = ("base", "multitask", "oracle", "t2l", "t2l_heldout", "t2l_random")
+METRICS = {"exact_match": "exact match", "rougeL": "ROUGE-L", "loss": "loss"}
+# Paired differences (same tasks, same examples) that decide the comparisons the README makes.
+DIFFERENCES = (("t2l", "t2l_random"), ("t2l", "multitask"))
+
+
+def splits(setup, config) -> dict[str, list]:
+  """The zero-shot splits: sibling and family held-out tasks, and a seeded sample of
+  eval.seen_tasks training tasks ("seen"; none when 0). Empty splits are left out."""
+  n_seen = config.eval.seen_tasks
+  out = {
+    "sibling held-out": setup.split.siblings,
+    "family held-out": setup.split.families,
+    "seen": tasks_lib.sample_tasks(setup.train_tasks, n_seen, config.eval.seed) if n_seen else [],
+  }
+  return {k: v for k, v in out.items() if v}
+
+
+def summarise(scores: dict, names: dict, resamples: int, seed: int) -> dict[str, list[dict]]:
+  """Per split, one row per adapter: mean and 95% bootstrap interval (tasks, then examples) of each
+  metric, then the paired differences. scores[split][variant][task][metric] = [per example]."""
+  tables = {}
+  for split, by_variant in scores.items():
+    rows = []
+    ci = lambda groups: with_ci(*bootstrap_ci(groups, resamples, seed=seed))
+    for variant, by_task in by_variant.items():
+      row = {"adapter": names[variant]}
+      for metric, title in METRICS.items():
+        row[title] = ci([t[metric] for t in by_task.values()])
+      rows.append(row)
+    for a, b in DIFFERENCES:
+      if a in by_variant and b in by_variant:
+        row = {"adapter": f"{names[a]} minus {names[b]}"}
+        for metric, title in METRICS.items():
+          row[title] = ci(
+            [
+              np.subtract(by_variant[a][task][metric], by_variant[b][task][metric])
+              for task in by_variant[a]
+            ]
+          )
+        rows.append(row)
+    tables[split] = rows
+  return tables
+
+
+def markdown(tables: dict[str, list[dict]], header: str) -> str:
+  return header + "".join(f"\n{split}:\n\n{markdown_table(rows)}" for split, rows in tables.items())
 
 
 def evaluate(
   workdir: str, out_json: str | None = None, variants: tuple[str, ...] = VARIANTS
-) -> list[dict]:
-  """The zero-shot table (plus a few training tasks as "seen"); `variants` picks rows."""
+) -> dict[str, list[dict]]:
+  """The zero-shot tables, one per split (sibling held-out, family held-out, seen), each adapter's
+  mean with its interval; `variants` picks rows. With out_json, writes the JSON (per-task,
+  per-example scores included) and the tables as Markdown beside it (same name, .md)."""
   unknown = sorted(set(variants) - set(VARIANTS))
   if unknown:
     raise ValueError(f"unknown eval variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
@@ -81,7 +132,8 @@ def evaluate(
   config = generator.config
   setup = t2l_model.build(config)
   paths = t2l_model.workdir_paths(workdir)
-  n = config.eval.examples_per_task
+  ec = config.eval
+  n = ec.examples_per_task
   task_eval = TaskEval(setup.base, config)
   t2l = lambda emb: generator.apply(generator.params, _cycle(emb, n))
   random_emb = setup.embed(t2l_model.RANDOM_DESCRIPTIONS)
@@ -97,53 +149,63 @@ def evaluate(
     directory = os.path.join(paths["oracle"], task.name)
     return peft_io.load(directory, setup.base.config) if os.path.isdir(directory) else None
 
-  groups = {
-    "held-out": setup.eval_tasks,
-    "seen": setup.train_tasks[: config.eval.get("seen_tasks", 4)],
+  groups = splits(setup, config)
+  train_emb, heldout_emb = (
+    {
+      g: t2l_model.description_embeddings(setup, ts, config, which, paths["cache"])
+      for g, ts in groups.items()
+    }
+    for which in ("train", "held_out")
+  )
+  makers = {
+    "base": lambda g, t: None,
+    "multitask": (lambda g, t: multitask) if multitask is not None else None,
+    "oracle": lambda g, t: oracle(t),
+    "t2l": lambda g, t: t2l(train_emb[g][t.name]),
+    "t2l_heldout": lambda g, t: t2l(heldout_emb[g][t.name]),
+    "t2l_random": lambda g, t: t2l(random_emb),
   }
-  train_emb = {
-    g: t2l_model.description_embeddings(setup, ts, config, "train", paths["cache"])
-    for g, ts in groups.items()
+  names = {
+    "base": "base model",
+    "multitask": "multi-task LoRA",
+    "oracle": "oracle LoRA (trained on the task)",
+    "t2l": "T2L, task descriptions",
+    "t2l_heldout": "T2L, held-out paraphrases",
+    "t2l_random": "T2L, random descriptions",
   }
-  heldout_emb = {
-    g: t2l_model.description_embeddings(setup, ts, config, "held_out", paths["cache"])
-    for g, ts in groups.items()
-  }
-  rows_by_key = {
-    "base": ("base model", lambda g, t: None),
-    "multitask": ("multi-task LoRA", (lambda g, t: multitask) if multitask is not None else None),
-    "oracle": ("oracle LoRA (trained on the task)", lambda g, t: oracle(t)),
-    "t2l": ("T2L, task descriptions", lambda g, t: t2l(train_emb[g][t.name])),
-    "t2l_heldout": ("T2L, held-out paraphrases", lambda g, t: t2l(heldout_emb[g][t.name])),
-    "t2l_random": ("T2L, random descriptions", lambda g, t: t2l(random_emb)),
-  }
-  variants = dict(rows_by_key[k] for k in VARIANTS if k in variants)
 
-  rows = []
-  for name, make_lora in variants.items():
-    if make_lora is None:
-      continue
-    row = {"adapter": name}
-    for group, tasks in groups.items():
-      scores = []
-      for task in tqdm(tasks, desc=f"{name} / {group}", leave=False):
-        lora = make_lora(group, task)
-        if lora is None and name.startswith("oracle"):
-          break
-        scores.append(task_eval(task, lora))
-      if len(scores) == len(tasks):
-        row[f"{group} exact match"] = float(np.mean([s["exact_match"] for s in scores]))
-        row[f"{group} ROUGE-L"] = float(np.mean([s["rougeL"] for s in scores]))
-        row[f"{group} loss"] = float(np.mean([s["loss"] for s in scores]))
-    if len(row) > 1:
-      rows.append(row)
-  print_table(rows)
+  scores = {}
+  for group, tasks in groups.items():
+    for variant in [v for v in VARIANTS if v in variants and makers[v] is not None]:
+      by_task = {}
+      for task in tqdm(tasks, desc=f"{names[variant]} / {group}", leave=False):
+        lora = makers[variant](group, task)
+        if lora is None and variant == "oracle":
+          break  # Oracles exist for held-out tasks only, when trained.
+        by_task[task.name] = task_eval(task, lora)
+      if len(by_task) == len(tasks):
+        scores.setdefault(group, {})[variant] = by_task
+  tables = summarise(scores, names, ec.get("bootstrap", 2000), ec.seed)  # older runs lack it
+  for split, rows in tables.items():
+    print(f"\n{split} ({len(groups[split])} tasks x {n} examples; 95% bootstrap intervals):")
+    print_table(rows)
   if out_json:
     os.makedirs(os.path.dirname(os.path.abspath(out_json)), exist_ok=True)
     with open(out_json, "w") as f:
       json.dump(
-        {"workdir": workdir, "held_out_tasks": [t.name for t in setup.eval_tasks], "rows": rows},
+        {
+          "workdir": workdir,
+          "tasks": {g: [t.name for t in ts] for g, ts in groups.items()},
+          "tables": tables,
+          "scores": scores,
+        },
         f,
         indent=2,
       )
-  return rows
+    header = (
+      f"Zero-shot exact match, ROUGE-L and answer loss, {n} examples per task; mean and 95% "
+      "bootstrap interval (tasks, then examples); paired differences on the same examples.\n"
+    )
+    with open(os.path.splitext(out_json)[0] + ".md", "w") as f:
+      f.write(markdown(tables, header))
+  return tables

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import hyperlora
 from hyperlora import base_weights, peft_io, run_dir
 from t2l_jax import encoder as encoder_lib
+from t2l_jax import reconstruct
 from t2l_jax.hypernet import HyperSpec, T2LHypernet, init_params
 
 
@@ -30,7 +31,13 @@ class Generator:
     # The base-model encoder embeds with the base itself; the others load their own weights.
     base = hyperlora.load(self.base_model) if enc.kind == "base" else None
     self.encoder = encoder_lib.make_encoder(enc.kind, base, enc.path, enc.pooling)
-    self.apply = jax.jit(lambda p, e: self.hypernet.apply({"params": p}, e))
+    # A reconstruction run on z-scored targets maps its outputs back with the library's statistics.
+    stats_file = self.run.path(reconstruct.STATS_FILE)
+    stats = reconstruct.load_stats(stats_file) if os.path.isfile(stats_file) else None
+    adapters = lambda p, e: self.hypernet.apply({"params": p}, e)
+    if stats is not None:
+      adapters = lambda p, e: reconstruct.unnormalise(self.hypernet.apply({"params": p}, e), stats)
+    self.apply = jax.jit(adapters)
 
   def __call__(self, descriptions: list[str]):
     """Batched LoRA, one adapter per description."""

@@ -3,14 +3,17 @@
 One trunk runs for every (layer, module) pair of the base model, batched:
 
   z = concat(LN(W_task e), LN(E_depth[l]), LN(E_module[m]))        # [tasks, L, M, h]
-  z = mixer(z); z = z + mlp1(z)                                     # residual blocks
-  M: z = z + LN(E_ab[m, A|B])          S: also + LN(E_rank[j])      # which output to make
-  z = z + mlp2(z); z = mlp3(z)                                      # [..., head_in]
+  z = mixer(z); z = mlp1(z)                          # mlp1, mlp2: residual, x + f(x)
+  L: z = mlp2(z)
+  M: z = mlp2(z + LN(E_ab[m, A|B]))                  # which output to make
+  S: z = mlp2(z + LN(E_ab[m, A|B])) + mlp2(LN(E_rank[j]))   # and which rank (mlp2 runs again)
+  z = mlp3(z)                                                       # [..., head_in]
   L: [A; B] = head_m(z)   M: A or B = head_m(z)[:r*d]   S: one rank row/column = head_m(z)
 
-Step 0 is the base model. L: head weights zero, head bias = [kaiming-uniform A, zero B] (the
-reference's bias hyper-init). M and S make A and B with one head, so a zero B cannot come from the
-bias; instead B is multiplied by a learned per-module gate initialised at 0 (one scalar per module).
+Initialisation as the reference's SFT (bias hyper-init, head weights zero, so the first adapters
+are the head biases). L: bias = [kaiming-uniform A, zero B], so step 0 is the base model. M and S
+make A and B with one head, so B starts non-zero, from the same bias: kaiming-uniform A / sqrt(2)
+(M), and its first row / sqrt(2) / sqrt(r) (S).
 """
 
 from __future__ import annotations
@@ -77,8 +80,8 @@ class FeedForward(nn.Module):
     return nn.Dropout(self.dropout)(x, deterministic) if self.final_dropout else x
 
 
-def _kaiming_bias(d_in):
-  bound = 1.0 / math.sqrt(d_in)  # PEFT's default A init (kaiming-uniform, a=sqrt(5))
+def _kaiming_bias(d_in, shrink=1.0):
+  bound = shrink / math.sqrt(d_in)  # PEFT's default A init (kaiming-uniform, a=sqrt(5))
   return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
@@ -115,13 +118,15 @@ class T2LHypernet(nn.Module):
     z = FeedForward(h, s.dropout, pre_norm=False, name="mixer")(z, deterministic)
     z = z + FeedForward(h, s.dropout, pre_norm=True, name="mlp1")(z, deterministic)
 
+    mlp2_block = FeedForward(h, s.dropout, pre_norm=True, name="mlp2")
+    mlp2 = lambda x: x + mlp2_block(x, deterministic)
     if s.variant != "L":
       which = nn.LayerNorm()(self.param("ab_emb", nn.initializers.normal(1.0), (n_mod, 2, h)))
       z = z[:, :, :, None] + which  # [tasks, L, M, 2 (A|B), h]
+    z = mlp2(z)
     if s.variant == "S":
       rank_emb = nn.LayerNorm()(nn.Embed(s.rank, h, name="rank_emb")(jnp.arange(s.rank)))
-      z = z[..., None, :] + rank_emb  # [tasks, L, M, 2, r, h]
-    z = z + FeedForward(h, s.dropout, pre_norm=True, name="mlp2")(z, deterministic)
+      z = z[..., None, :] + mlp2(rank_emb)  # [tasks, L, M, 2, r, h]
     z = FeedForward(s.head_in, s.dropout, pre_norm=True, final_dropout=False, name="mlp3")(
       z, deterministic
     )
@@ -149,17 +154,18 @@ class T2LHypernet(nn.Module):
       b = out[..., r * d_in :].reshape(*out.shape[:-1], d_out, r)
       return {"A": a, "B": b}
     width = max(d_in, d_out)
-    gate = self.param(f"b_gate_{name}", nn.initializers.zeros, ())
+    # The reference scales its shared head's bias to match the gradient scale of L's.
+    shrink = 1 / math.sqrt(2) / (math.sqrt(r) if s.variant == "S" else 1)
     head = nn.Dense(
       width * (r if s.variant == "M" else 1),
       kernel_init=_head_kernel_init,
-      bias_init=_head_bias(_kaiming_bias(d_in)),
+      bias_init=_head_bias(_kaiming_bias(d_in, shrink)),
       name=f"head_{name}",
     )
     out = head(z)  # M: [tasks, L, 2, r * width]; S: [tasks, L, 2, r, width]
     rows = out.reshape(*out.shape[:3], r, width)  # [tasks, L, 2, r, width]
     a = rows[:, :, 0, :, :d_in]
-    b = gate * jnp.swapaxes(rows[:, :, 1, :, :d_out], -1, -2)
+    b = jnp.swapaxes(rows[:, :, 1, :, :d_out], -1, -2)
     return {"A": a, "B": b}
 
 

@@ -45,9 +45,13 @@ class Setup:
   spec: HyperSpec
   hypernet: T2LHypernet
   train_tasks: list
-  eval_tasks: list
+  split: tasks_lib.Split  # its train list holds every training task, before max_train_tasks
   encoder: object
   embed_dim: int
+
+  @property
+  def eval_tasks(self) -> list:
+    return self.split.held_out
 
   def embed(self, texts, cache_dir=None) -> np.ndarray:
     return encoder_lib.cached_embeddings(self.encoder, list(texts), cache_dir)
@@ -69,15 +73,17 @@ def build(config) -> Setup:
       f"(Lots-of-LoRAs format in config.data.tasks_dir)"
     )
   suite = suite[: config.data.get("num_tasks") or None]
-  train_tasks, eval_tasks = tasks_lib.split_suite(
-    suite, [t for t in config.data.held_out if t in {s.name for s in suite}]
+  split = tasks_lib.split_suite(
+    suite,
+    [t for t in config.data.held_out if t in {s.name for s in suite}],
+    [f for f in config.data.get("held_out_families", ()) if f in {s.family for s in suite}],
   )
-  if config.data.get("max_train_tasks"):
-    train_tasks = train_tasks[: config.data.max_train_tasks]
+  # A task-count sweep trains on a seeded sample of the training tasks.
+  train_tasks = tasks_lib.sample_tasks(split.train, config.data.max_train_tasks, config.train.seed)
   enc = encoder_lib.make_encoder(
     config.encoder.kind, base, config.encoder.path, config.encoder.pooling
   )
-  return Setup(base, spec, T2LHypernet(spec), train_tasks, eval_tasks, enc, enc.dim)
+  return Setup(base, spec, T2LHypernet(spec), train_tasks, split, enc, enc.dim)
 
 
 def description_embeddings(setup: Setup, tasks, config, which: str, cache_dir=None) -> dict:

@@ -415,7 +415,10 @@ def generated_suite() -> list[Task]:
   return tasks
 
 
-# Held out from meta-training: unseen members of families seen in training, and unseen tasks.
+# Held out from meta-training, two ways. Siblings: unseen members of families whose other members
+# are trained on ("add 7" between "add 6" and "add 8"), so they measure interpolation between
+# near-copies. Families: whole families with no member in training (singletons are their own
+# family), a harder zero-shot test.
 HELD_OUT = (
   "add_7",
   "subtract_4",
@@ -424,20 +427,50 @@ HELD_OUT = (
   "append_moon",
   "prepend_maybe",
   "join_underscores",
-  "wrap_parentheses",
   "more_than_4_words",
+)
+HELD_OUT_FAMILIES = (
+  "last_k_words",
+  "wrap",
   "title_case",
-  "double",
   "shortest_word",
+  "double",
+  "count_vowels",
+  "acronym",
 )
 
 
-def split_suite(tasks: list[Task], held_out=HELD_OUT) -> tuple[list[Task], list[Task]]:
-  names = {t.name for t in tasks}
-  missing = sorted(set(held_out) - names)
+@dataclasses.dataclass
+class Split:
+  train: list[Task]
+  siblings: list[Task]  # held out; their families are trained on
+  families: list[Task]  # held out with their whole family
+
+  @property
+  def held_out(self) -> list[Task]:
+    return self.siblings + self.families
+
+
+def split_suite(tasks: list[Task], held_out=HELD_OUT, held_out_families=()) -> Split:
+  names, families = {t.name for t in tasks}, {t.family for t in tasks}
+  missing = sorted(set(held_out) - names) + sorted(set(held_out_families) - families)
   if missing:
-    raise ValueError(f"held-out task(s) {missing} are not in the suite")
-  return [t for t in tasks if t.name not in held_out], [t for t in tasks if t.name in held_out]
+    raise ValueError(f"held-out task(s) or famil(ies) {missing} are not in the suite")
+  in_family = lambda t: t.family in held_out_families
+  return Split(
+    train=[t for t in tasks if t.name not in held_out and not in_family(t)],
+    siblings=[t for t in tasks if t.name in held_out and not in_family(t)],
+    families=[t for t in tasks if in_family(t)],
+  )
+
+
+def sample_tasks(tasks: list[Task], n: int, seed: int) -> list[Task]:
+  """n tasks drawn without replacement (all of them if n is 0 or too large), in suite order. For a
+  task-count sweep, seed s draws nested subsets: the 8 tasks of seed s hold its 4."""
+  if not n or n >= len(tasks):
+    return list(tasks)
+  order = random.Random(f"tasks/{seed}").sample(range(len(tasks)), len(tasks))
+  return [tasks[i] for i in sorted(order[:n])]
 
 
 def load_lol_metadata(task_dir: str) -> dict:

@@ -47,6 +47,7 @@ def _run(
   rules,
   base_params,
   lr=None,
+  aux_loss_fn=None,
 ):
   tc = config.train
   optimizer = train_lib.make_optimizer(
@@ -56,7 +57,12 @@ def _run(
     jax.numpy.dtype(config.dtype), remat=tc.remat, lora_mesh=mesh if tc.lora_shard_map else None
   )
   loss_fn = train_lib.lm_loss_fn(
-    base_model, adapter_fn, t2l_model.l2_penalty(tc.l2_coef), tc.label_smoothing
+    base_model,
+    adapter_fn,
+    aux_loss_fn,
+    tc.label_smoothing,
+    neftune_alpha=tc.neftune_alpha,
+    lora_dropout=tc.lora_dropout,
   )
   return train_lib.run(
     loss_fn=loss_fn,
@@ -122,18 +128,19 @@ def train(config) -> str:
     directory=paths["checkpoints"],
     writer=writer,
     desc="t2l",
+    aux_loss_fn=t2l_model.l2_penalty(tc.l2_coef),
     **placement,
   )
 
   baselines = config.baselines
-  if baselines.multitask_steps:
+  if baselines.multitask:
     _run(
       setup,
       config,
       init_params=lambda: t2l_model.init_direct_lora(setup.spec, setup.base.config, tc.seed),
       adapter_fn=train_lib.direct_adapter_fn(setup.spec.scale),
       batches=batches,
-      steps=baselines.multitask_steps,
+      steps=tc.steps,
       directory=paths["multitask"],
       writer=writer,
       desc="multitask",
@@ -206,6 +213,11 @@ def train_reconstruction(config) -> str:
   paths = t2l_model.workdir_paths(config.workdir)
   names = [t.name for t in setup.train_tasks]
   library = reconstruct.load_library(config.recon.library, names, setup.base.config)
+  stats = None
+  if config.recon.z_score:
+    stats = reconstruct.target_stats(library)
+    os.makedirs(config.workdir, exist_ok=True)
+    reconstruct.save_stats(stats, os.path.join(config.workdir, reconstruct.STATS_FILE))
   embeddings = t2l_model.description_embeddings(
     setup, setup.train_tasks, config, "train", paths["cache"]
   )
@@ -218,11 +230,11 @@ def train_reconstruction(config) -> str:
     tc.lr, tc.steps, tc.warmup_frac, tc.weight_decay, tc.clip_norm, grad_accum=tc.grad_accum
   )
   train_lib.run(
-    loss_fn=reconstruct.recon_loss_fn(setup.hypernet, config.recon.loss),
+    loss_fn=reconstruct.recon_loss_fn(setup.hypernet, config.recon.loss, stats is not None),
     optimizer=optimizer,
     init_params=init_hypernet,
     batches=reconstruct.ReconBatches(
-      sorted(library), embeddings, library, config.data.tasks_per_batch, tc.seed
+      sorted(library), embeddings, library, config.data.tasks_per_batch, tc.seed, stats
     ),
     steps=tc.steps,
     directory=paths["checkpoints"],

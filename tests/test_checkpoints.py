@@ -31,7 +31,7 @@ def t2l_train(model_dir, workdir, *extra):
     "--config.train.steps=40",
     "--config.train.log_every=1",
     "--config.train.ckpt_every=6",
-    "--config.baselines.multitask_steps=0",
+    "--config.baselines.multitask=False",
     "--config.data.max_train_tasks=8",
     *extra,
   ]

@@ -7,10 +7,10 @@ import subprocess
 import sys
 
 
-def test_sweep_writes_table_and_plot(tiny_model, tmp_path):
+def test_sweep_runs_resumes_collects_and_writes_a_slurm_array(tiny_model, tmp_path):
   path, _ = tiny_model("llama")
   out = tmp_path / "sweep"
-  result = subprocess.run(
+  sweep = lambda *args: subprocess.run(
     [
       sys.executable,
       "launch/sweep.py",
@@ -19,11 +19,15 @@ def test_sweep_writes_table_and_plot(tiny_model, tmp_path):
       "--task-counts",
       "4",
       "8",
+      "--seeds",
+      "0",
+      "1",
       "--out",
       str(out),
+      *args,
       "--",
       f"--config.base_model={path}",
-      "--config.train.steps=6",
+      "--config.train.steps=4",
       "--config.eval.examples_per_task=2",
       "--config.eval.max_new_tokens=2",
     ],
@@ -31,34 +35,38 @@ def test_sweep_writes_table_and_plot(tiny_model, tmp_path):
     text=True,
     timeout=900,
   )
+  # A SLURM array of 4 tasks; its task 1 is (4 tasks, seed 1), run here as the array would.
+  result = sweep("--slurm", "--no-submit")
   assert result.returncode == 0, result.stderr[-3000:]
-  rows = json.loads((out / "sweep.json").read_text())
-  assert {(r["train_tasks"], r["adapter"]) for r in rows} == {
-    (n, a) for n in (4, 8) for a in ("base model", "T2L, task descriptions")
+  script = (out / "sweep.sbatch").read_text()
+  assert "#SBATCH --array=0-3" in script and "--requeue" in script
+  assert '--array-index "$SLURM_ARRAY_TASK_ID"' in script and "--config.train.steps=4" in script
+  result = sweep("--array-index", "1")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert (out / "tasks0004_seed1" / "eval.json").is_file()
+  assert not (out / "tasks0004_seed0").exists()
+  # Locally: the finished run is skipped, the other three run, then everything is collected.
+  result = sweep()
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stderr.count("finished, skipped") == 1
+  saved = json.loads((out / "sweep.json").read_text())
+  assert {(r["train_tasks"], r["seed"], r["split"], r["adapter"]) for r in saved["runs"]} == {
+    (n, seed, split, adapter)
+    for n in (4, 8)
+    for seed in (0, 1)
+    for split in ("sibling held-out", "family held-out")
+    for adapter in ("base model", "multi-task LoRA", "T2L, task descriptions")
   }
-  assert (out / "sweep.csv").read_text().startswith("train_tasks,seed,adapter,held-out exact match")
+  for row in saved["summary"]:
+    mean, low, high = row["_exact match"]
+    assert row["seeds"] == 2 and low <= mean <= high
+  assert "| family held-out | T2L, task descriptions | 8 | 2 |" in (out / "sweep.md").read_text()
   assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-  printed = subprocess.run(
-    [
-      sys.executable,
-      "launch/sweep.py",
-      "--config",
-      "configs/t2l/tiny.py",
-      "--task-counts",
-      "16",
-      "--seeds",
-      "0",
-      "1",
-      "--out",
-      str(out),
-      "--print-commands",
-    ],
-    capture_output=True,
-    text=True,
-  )
-  assert (
-    printed.stdout.count("t2l train") == 2 and "--config.data.max_train_tasks=16" in printed.stdout
-  )
+  collected = sweep("--collect-only")
+  assert collected.returncode == 0 and "finished, skipped" not in collected.stderr
+  printed = sweep("--print-commands")
+  assert printed.stdout.count("t2l train") == 4
+  assert "--config.data.max_train_tasks=8" in printed.stdout
 
 
 def test_local_launcher_runs_t2l_train_in_two_processes(tiny_model, tmp_path):
@@ -82,7 +90,7 @@ def test_local_launcher_runs_t2l_train_in_two_processes(tiny_model, tmp_path):
       f"--config.workdir={tmp_path / 'run'}",
       "--config.train.steps=4",
       "--config.train.log_every=2",
-      "--config.baselines.multitask_steps=0",
+      "--config.baselines.multitask=False",
       "--config.data.max_train_tasks=8",
     ],
     capture_output=True,

@@ -1,6 +1,7 @@
 """Text-to-LoRA: hypernetwork shapes and sizes, step-0 behaviour, training, generation, errors."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -50,7 +51,9 @@ def tiny_llama(tiny_model):
 
 
 @pytest.mark.parametrize("variant", ["L", "M", "S"])
-def test_shapes_and_step0_is_the_base_model(variant, tiny_llama, rng):
+def test_shapes_and_step0(variant, tiny_llama, rng):
+  """Shapes for every variant; L starts at the base model (dW = 0), M and S from the reference's
+  non-zero B (tests/test_t2l_reference.py checks their values)."""
   path, loaded = tiny_llama
   modules = ["q_proj", "v_proj", "down_proj"]
   spec = HyperSpec.for_model(loaded.config, variant, modules, rank=4, latent=32, head_in=64)
@@ -69,7 +72,7 @@ def test_shapes_and_step0_is_the_base_model(variant, tiny_llama, rng):
   )
   lora_lib.check_compatible(lora, loaded.config)
   for module, dw in lora_lib.delta_weights(lora).items():
-    assert float(jnp.abs(dw).max()) == 0.0, module  # dW = B A = 0
+    assert (float(jnp.abs(dw).max()) == 0.0) == (variant == "L"), module  # L: dW = B A = 0
     assert float(jnp.abs(lora.weights[module]["A"]).max()) > 0  # A is not: B gets gradients.
 
 
@@ -77,10 +80,17 @@ def test_generated_suite_is_well_formed():
   tasks = tasks_lib.generated_suite()
   assert len(tasks) >= 60 and len({t.name for t in tasks}) == len(tasks)
   assert all(len(set(t.descriptions)) >= 10 for t in tasks)
-  train, held_out = tasks_lib.split_suite(tasks)
-  assert len(held_out) == len(tasks_lib.HELD_OUT) and not {t.name for t in train} & set(
-    tasks_lib.HELD_OUT
-  )
+  split = tasks_lib.split_suite(tasks, tasks_lib.HELD_OUT, tasks_lib.HELD_OUT_FAMILIES)
+  assert [t.name for t in split.siblings] == list(tasks_lib.HELD_OUT)
+  trained_families = {t.family for t in split.train}
+  # Siblings have a trained family member; held-out families have none; nothing leaks.
+  assert all(t.family in trained_families for t in split.siblings)
+  assert {t.family for t in split.families} == set(tasks_lib.HELD_OUT_FAMILIES)
+  assert not trained_families & set(tasks_lib.HELD_OUT_FAMILIES)
+  assert len(split.families) >= 12 and len(split.train) + len(split.held_out) == len(tasks)
+  # A sweep's task samples are nested within a seed, and differ between seeds.
+  small, large = (tasks_lib.sample_tasks(split.train, n, seed=0) for n in (4, 8))
+  assert set(small) < set(large) and small != tasks_lib.sample_tasks(split.train, 4, seed=1)
   by_name = {t.name: t for t in tasks}
   assert by_name["add_7"].examples(5, 0) == by_name["add_7"].examples(5, 0)  # deterministic
   for x, y in by_name["add_7"].examples(5, 0):
@@ -149,32 +159,71 @@ def trained(tiny_llama, tmp_path_factory):
   config = tiny_config(tiny_llama[0], str(tmp_path_factory.mktemp("t2l")), 8)
   config.train.steps = 60
   config.baselines.oracle_steps = 3
-  config.data.held_out = ("add_7", "double")  # two held-out tasks keep the oracle runs cheap
-  config.eval.update(examples_per_task=2, max_new_tokens=3, seen_tasks=1)
+  # One sibling and one family held out keep the oracle runs cheap.
+  config.data.update(held_out=("add_7",), held_out_families=("double",))
+  config.eval.update(examples_per_task=2, max_new_tokens=3, seen_tasks=2, bootstrap=200)
   train(config)
   return config
 
 
-def test_eval_table_has_every_row(trained):
+def test_eval_tables_have_every_row_split_and_interval(trained):
   import json
 
   from t2l_jax.evaluate import evaluate
 
   out = os.path.join(trained.workdir, "eval.json")
-  rows = evaluate(trained.workdir, out)
-  assert [r["adapter"] for r in rows] == [
-    "base model",
-    "multi-task LoRA",
-    "oracle LoRA (trained on the task)",
-    "T2L, task descriptions",
-    "T2L, held-out paraphrases",
-    "T2L, random descriptions",
-  ]
+  tables = evaluate(trained.workdir, out)
+  assert list(tables) == ["sibling held-out", "family held-out", "seen"]
+  for split, rows in tables.items():
+    expected = [
+      "base model",
+      "multi-task LoRA",
+      "T2L, task descriptions",
+      "T2L, held-out paraphrases",
+      "T2L, random descriptions",
+      "T2L, task descriptions minus T2L, random descriptions",
+      "T2L, task descriptions minus multi-task LoRA",
+    ]
+    if split != "seen":  # oracles are trained for held-out tasks only
+      expected.insert(2, "oracle LoRA (trained on the task)")
+    assert [r["adapter"] for r in rows] == expected
+    for row in rows[:-2]:
+      mean, low, high = (float(x) for x in re.findall(r"-?\d+\.\d+", row["exact match"]))
+      assert 0 <= low <= mean <= high <= 1
   saved = json.load(open(out))
-  assert sorted(saved["held_out_tasks"]) == ["add_7", "double"] and saved["rows"] == rows
-  for row in rows:
-    assert 0 <= row["held-out exact match"] <= 1 and 0 <= row["held-out ROUGE-L"] <= 1
-    assert row["held-out loss"] > 0
+  assert saved["tasks"]["sibling held-out"] == ["add_7"]
+  assert saved["tasks"]["family held-out"] == ["double"] and len(saved["tasks"]["seen"]) == 2
+  per_example = saved["scores"]["family held-out"]["t2l"]["double"]
+  assert len(per_example["exact_match"]) == len(per_example["loss"]) == 2
+  md = open(os.path.join(trained.workdir, "eval.md")).read()
+  assert "family held-out:" in md and "| T2L, random descriptions |" in md
+
+
+def test_multitask_baseline_has_t2l_budget_and_no_l2(trained):
+  """Same steps (and batches) as T2L; the L2 term is on the hypernetwork's outputs only."""
+  import json
+
+  log = [json.loads(l) for l in open(os.path.join(trained.workdir, "logs", "metrics.jsonl"))]
+  steps = {p: max(r["step"] for r in log if r["prefix"] == p) for p in ("t2l", "multitask")}
+  assert steps["t2l"] == steps["multitask"] == trained.train.steps
+  assert all("aux_loss" in r for r in log if r["prefix"] == "t2l")
+  assert not any("aux_loss" in r for r in log if r["prefix"] == "multitask")
+
+
+def test_main_job_is_deterministic(trained, tmp_path):
+  """Training the same config again, in another directory, gives the same tables."""
+  from t2l_jax.evaluate import evaluate
+  from t2l_jax.train import train
+
+  again = trained.copy_and_resolve_references()
+  again.workdir = str(tmp_path / "again")
+  again.baselines.update(multitask=False, oracle_steps=0)
+  train(again)
+  variants = ("base", "t2l", "t2l_random")
+  evaluate(trained.workdir, str(tmp_path / "first.json"), variants)
+  evaluate(again.workdir, str(tmp_path / "second.json"), variants)
+  first, second = (open(tmp_path / f"{n}.md").read() for n in ("first", "second"))
+  assert first == second and "T2L, random descriptions" in first
 
 
 def test_training_loss_falls_and_t2l_beats_base_on_held_out_task(trained, tiny_llama):
@@ -190,10 +239,9 @@ def test_training_loss_falls_and_t2l_beats_base_on_held_out_task(trained, tiny_l
   generator = Generator(trained.workdir)
   task = next(t for t in tasks_lib.generated_suite() if t.name == "add_7")  # held out
   task_eval = TaskEval(loaded, generator.config)
-  base = task_eval(task, None)["loss"]
-  adapted = task_eval(task, generator([task.descriptions[0]] * trained.eval.examples_per_task))[
-    "loss"
-  ]
+  n = trained.eval.examples_per_task
+  loss = lambda lora: np.mean(task_eval(task, lora)["loss"])
+  base, adapted = loss(None), loss(generator([task.descriptions[0]] * n))
   assert adapted < base - 0.1, (adapted, base)
 
 

@@ -13,5 +13,5 @@ def get_config():
   c.workdir = "runs/t2l_smollm2_recon"
   c.recon.loss = "factors"
   c.train.update(steps=1000, lr=1e-3, log_every=50, ckpt_every=250)
-  c.baselines.update(multitask_steps=0)
+  c.baselines.update(multitask=False)
   return c

@@ -84,6 +84,9 @@ class LoRADense(nn.Module):
   param_dtype: jnp.dtype = jnp.float32
   mesh: object = None
   batch_axes: tuple[str, ...] = ("data", "fsdp")
+  # PEFT's lora_dropout: dropout on the adapter's input only (the frozen path sees x unchanged).
+  # Non-zero only in training; needs a 'dropout' rng.
+  lora_dropout: float = 0.0
 
   @nn.compact
   def __call__(self, x: Array, lora: dict | None = None, lora_scale: float = 1.0) -> Array:
@@ -102,6 +105,8 @@ class LoRADense(nn.Module):
       )
       y = y + bias.astype(self.dtype)
     if lora is not None:
+      if self.lora_dropout:
+        x = nn.Dropout(self.lora_dropout, deterministic=False)(x)  # [batch, seq, d_in]
       if self.mesh is not None and lora["A"].ndim == 3:
         y = y + lora_delta_per_device(
           x, lora["A"], lora["B"], lora_scale, self.mesh, self.batch_axes

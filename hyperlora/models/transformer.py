@@ -70,10 +70,18 @@ class _Block(nn.Module):
   dtype: jnp.dtype
   param_dtype: jnp.dtype
   lora_mesh: object = None
+  lora_dropout: float = 0.0
 
   def project(self, name, features, axes, x, lora, use_bias=False):
     dense = LoRADense(
-      features, axes, use_bias, self.dtype, self.param_dtype, mesh=self.lora_mesh, name=name
+      features,
+      axes,
+      use_bias,
+      self.dtype,
+      self.param_dtype,
+      mesh=self.lora_mesh,
+      lora_dropout=self.lora_dropout,
+      name=name,
     )
     return dense(x, (lora or {}).get(name), self.lora_scale)
 
@@ -135,6 +143,7 @@ class DecoderLayer(nn.Module):
   param_dtype: jnp.dtype
   keep_hidden: bool
   lora_mesh: object = None
+  lora_dropout: float = 0.0
 
   @nn.compact
   def __call__(self, h, is_local, lora, cache_kv, cos, sin, masks, cache_index):
@@ -146,6 +155,7 @@ class DecoderLayer(nn.Module):
       dtype=self.dtype,
       param_dtype=self.param_dtype,
       lora_mesh=self.lora_mesh,
+      lora_dropout=self.lora_dropout,
     )
     mask = jnp.where(is_local, masks[1], masks[0])
     attn_out, new_cache_kv = Attention(**kw, name="self_attn")(
@@ -194,6 +204,7 @@ class Transformer(nn.Module):
     only_last_logits=False,
     logits_at=None,
     embed_noise=None,
+    lora_dropout: float = 0.0,
   ) -> Output:
     """tokens [batch, seq] int; attention_mask [batch, seq] (1 = real token, 0 = padding).
 
@@ -204,6 +215,7 @@ class Transformer(nn.Module):
     cache they continue from the cached tokens.
 
     embed_noise [batch, seq, hidden] is added to the token embeddings (NEFTune in training).
+    lora_dropout > 0 drops the adapter's inputs (training only; needs a 'dropout' rng).
     """
     c = self.config
     batch, seq = tokens.shape
@@ -252,7 +264,7 @@ class Transformer(nn.Module):
     layers = nn.scan(
       layer_cls,
       variable_axes={"params": 0},
-      split_rngs={"params": True},
+      split_rngs={"params": True, "dropout": True},
       in_axes=(0, 0, 0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
       length=c.num_layers,
       metadata_params={nn.PARTITION_NAME: "layers"},
@@ -264,6 +276,7 @@ class Transformer(nn.Module):
       param_dtype=self.param_dtype,
       keep_hidden=return_hidden_states,
       lora_mesh=self.lora_mesh,
+      lora_dropout=lora_dropout if lora is not None else 0.0,
       name="layers",
     )(h, jnp.asarray(c.local_layers), layer_lora, cache_kv, cos, sin, masks, start)
     if return_hidden_states:

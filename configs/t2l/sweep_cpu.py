@@ -1,0 +1,20 @@
+"""The task-count sweep at CPU size: T2L-L for SmolLM2 on the embedded suite, short runs.
+
+Each (task count, seed) run trains T2L and its multi-task LoRA for 40 steps of 8 examples each
+(lr 1e-3 for the short schedule) and evaluates 8 examples per sibling and family held-out task.
+
+  python launch/sweep.py --config configs/t2l/sweep_cpu.py --task-counts 4 8 16 32 49 \\
+      --seeds 0 1 2 --out runs/sweep_cpu
+"""
+
+import os
+
+from hyperlora.cli_config import load_config_file
+
+
+def get_config():
+  c = load_config_file(os.path.join(os.path.dirname(__file__), "smollm2_suite.py"))
+  c.workdir = "runs/sweep_cpu/run"  # launch/sweep.py sets one workdir per run
+  c.train.update(steps=40, lr=1e-3, ckpt_every=20, log_every=5)
+  c.eval.update(examples_per_task=8)
+  return c
