@@ -168,7 +168,9 @@ def lm_loss_fn(
       rng, noise_rng = jax.random.split(rng)
       shape = batch["tokens"].shape + (base_model.config.hidden_size,)
       noise = neftune_noise(noise_rng, shape, neftune_alpha)
-    dropout = 0.0 if deterministic else lora_dropout
+    # Short-circuits like the NEFTune test, so `deterministic` may stay a traced argument when
+    # neither regulariser is configured.
+    dropout = lora_dropout if lora_dropout and not deterministic else 0.0
     if dropout:
       rng, dropout_rng = jax.random.split(rng)
     lora = adapter_fn(params, base_params, batch, rng, deterministic)

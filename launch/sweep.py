@@ -1,9 +1,10 @@
 """Task-count scaling sweep: how zero-shot quality grows with the number of training tasks.
 
 Each (task count, seed) run meta-trains T2L and its equal-budget multi-task LoRA on a seeded sample
-of that many training tasks (nested within a seed), then evaluates base model, multi-task LoRA and
-T2L on the sibling and family held-out splits. The summary (CSV, JSON, Markdown, PNG) gives, per
-task count, the mean over seeds and its 95% t-interval.
+of that many training tasks (nested within a seed), then evaluates base model, multi-task LoRA,
+T2L and T2L fed random descriptions (its control) on the sibling and family held-out splits. The
+summary (CSV, JSON, Markdown, PNG) gives, per task count, the mean over seeds and its 95%
+t-interval.
 
   # here, one run after another; finished runs are skipped, an interrupted one resumes
   python launch/sweep.py --config configs/t2l/sweep_cpu.py --task-counts 4 8 16 --seeds 0 1 2 \\
@@ -34,7 +35,13 @@ import numpy as np
 from scipy import stats
 
 SPLITS = ("sibling held-out", "family held-out")
-ADAPTERS = {"base": "base model", "multitask": "multi-task LoRA", "t2l": "T2L, task descriptions"}
+# T2L beside its control (random descriptions) and its equal-budget baseline.
+ADAPTERS = {
+  "base": "base model",
+  "multitask": "multi-task LoRA",
+  "t2l_random": "T2L, random descriptions",
+  "t2l": "T2L, task descriptions",
+}
 METRICS = {"exact_match": "exact match", "rougeL": "ROUGE-L"}
 
 
@@ -207,7 +214,7 @@ def write_outputs(rows: list[dict], out: str) -> list[str]:
   axes = np.asarray(axes).reshape(len(METRICS), len(SPLITS))
   for (i, title), (j, split) in itertools.product(enumerate(METRICS.values()), enumerate(SPLITS)):
     ax = axes[i, j]
-    for adapter, style in zip(ADAPTERS.values(), ("s--", "^-.", "o-")):
+    for adapter, style in zip(ADAPTERS.values(), ("s--", "^-.", "x:", "o-")):
       points = [r for r in table if r["split"] == split and r["adapter"] == adapter]
       if not points:
         continue

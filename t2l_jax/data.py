@@ -31,8 +31,6 @@ class SFTBatches:
     process_index: int = 0,
     process_count: int = 1,
   ):
-    if tasks_per_batch > len(tasks):
-      raise ValueError(f"tasks_per_batch={tasks_per_batch} exceeds the {len(tasks)} training tasks")
     self.tasks, self.embeddings, self.tokenizer = tasks, embeddings, tokenizer
     self.tasks_per_batch, self.examples_per_task = tasks_per_batch, examples_per_task
     self.max_len, self.seed, self.max_answer = max_len, seed, max_answer
@@ -51,7 +49,10 @@ class SFTBatches:
     rng = np.random.default_rng([self.seed, step])
     # The global batch as (task, example seed, description): cheap, the same in every process.
     plan = []
-    for task_index in rng.choice(len(self.tasks), self.tasks_per_batch, replace=False):
+    # Fewer training tasks than tasks_per_batch (a task-count sweep's small counts) repeat tasks
+    # within a batch, so every count trains on the same steps x batch.
+    replace = self.tasks_per_batch > len(self.tasks)
+    for task_index in rng.choice(len(self.tasks), self.tasks_per_batch, replace=replace):
       for example_seed in rng.integers(0, 2**31, self.examples_per_task):
         n_descriptions = len(self.embeddings[self.tasks[task_index].name])
         plan.append((int(task_index), int(example_seed), int(rng.integers(n_descriptions))))

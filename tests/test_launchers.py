@@ -55,7 +55,12 @@ def test_sweep_runs_resumes_collects_and_writes_a_slurm_array(tiny_model, tmp_pa
     for n in (4, 8)
     for seed in (0, 1)
     for split in ("sibling held-out", "family held-out")
-    for adapter in ("base model", "multi-task LoRA", "T2L, task descriptions")
+    for adapter in (
+      "base model",
+      "multi-task LoRA",
+      "T2L, random descriptions",
+      "T2L, task descriptions",
+    )
   }
   for row in saved["summary"]:
     mean, low, high = row["_exact match"]

@@ -1,5 +1,7 @@
 """The shared training core: gradient accumulation, mixed precision, NaN guard."""
 
+import copy
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -96,3 +98,14 @@ def test_rules_come_from_the_config():
   assert sharding.rules_from_config({}) == sharding.RULES
   with pytest.raises(ValueError, match=r"mesh.rules names mesh axes \['model'\]"):
     sharding.rules_from_config({"rules": (("embed", "model"),)})
+
+
+def test_fewer_tasks_than_a_batch_repeat_tasks_at_the_same_batch_size(setup):
+  # A task-count sweep trains every count on the same steps x batch: with 2 tasks and 4 task slots
+  # per batch, tasks repeat instead of the batch shrinking.
+  _, _, batches = setup
+  few = copy.copy(batches)  # the fixture's settings (4 tasks x 2 examples a batch) on 2 tasks
+  few.tasks = batches.tasks[:2]
+  batch = few(0)
+  assert batch["tokens"].shape[0] == 8
+  assert set(np.asarray(batch["task_id"]).tolist()) <= {0, 1}
