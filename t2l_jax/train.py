@@ -32,6 +32,29 @@ def saved_config(config, setup) -> dict:
   return run_dir.saved_config(config, "t2l", setup.spec, embed_dim=setup.embed_dim)
 
 
+def sft_parts(config, base_model, adapter_fn, aux_loss_fn=None, steps=None, lr=None):
+  """(loss_fn, optimizer) of an SFT run (T2L or a baseline LoRA): what training runs and what
+  `hyperlora plan` compiles."""
+  tc = config.train
+  optimizer = train_lib.make_optimizer(
+    lr or tc.lr,
+    steps or tc.steps,
+    tc.warmup_frac,
+    tc.weight_decay,
+    tc.clip_norm,
+    grad_accum=tc.grad_accum,
+  )
+  loss_fn = train_lib.lm_loss_fn(
+    base_model,
+    adapter_fn,
+    aux_loss_fn,
+    tc.label_smoothing,
+    neftune_alpha=tc.neftune_alpha,
+    lora_dropout=tc.lora_dropout,
+  )
+  return loss_fn, optimizer
+
+
 def _run(
   setup,
   config,
@@ -50,20 +73,10 @@ def _run(
   aux_loss_fn=None,
 ):
   tc = config.train
-  optimizer = train_lib.make_optimizer(
-    lr or tc.lr, steps, tc.warmup_frac, tc.weight_decay, tc.clip_norm, grad_accum=tc.grad_accum
-  )
   base_model = setup.base.module(
     jax.numpy.dtype(config.dtype), remat=tc.remat, lora_mesh=mesh if tc.lora_shard_map else None
   )
-  loss_fn = train_lib.lm_loss_fn(
-    base_model,
-    adapter_fn,
-    aux_loss_fn,
-    tc.label_smoothing,
-    neftune_alpha=tc.neftune_alpha,
-    lora_dropout=tc.lora_dropout,
-  )
+  loss_fn, optimizer = sft_parts(config, base_model, adapter_fn, aux_loss_fn, steps, lr)
   return train_lib.run(
     loss_fn=loss_fn,
     optimizer=optimizer,

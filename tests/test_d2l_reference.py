@@ -5,6 +5,7 @@ definitions, initialisation scales, weight-decay exemptions, distillation target
 target settings a run may use."""
 
 import math
+import os
 
 import flax.linen as nn
 import jax
@@ -16,8 +17,12 @@ import torch
 import hyperlora
 from d2l_jax import context, teacher
 from d2l_jax.hypernet import NO_DECAY, D2LHypernet, D2LSpec
+from d2l_jax.model import spec_from_config
 from hyperlora import train as train_lib
+from hyperlora.cli_config import load_config_file
 from hyperlora.losses import distillation_loss
+from hyperlora.models.shapes import named_config
+from hyperlora.sharding import RULES
 
 SMALL = dict(latent=32, n_latents=4, num_blocks=2, heads=4, kv_heads=2, head_dim=8)
 
@@ -275,29 +280,10 @@ def test_reference_size_perceiver_is_sharded_by_fsdp():
   """At the reference's sizes (Gemma-2-2b shapes, latent 512, 9 blocks) the hypernetwork's
   parameters map a dimension to the fsdp mesh axis through the rules table: what stays replicated
   (the bias adapter, norms, scalers) is under 2% of them."""
-  import os
-
-  import transformers
-
-  from d2l_jax.model import spec_from_config
-  from hyperlora.cli_config import load_config_file
-  from hyperlora.models.config import from_hf_config
-  from hyperlora.sharding import RULES
-
   config = load_config_file(
     os.path.join(os.path.dirname(__file__), "..", "configs", "d2l", "gemma2_2b.py")
   )
-  model_config = from_hf_config(
-    transformers.Gemma2Config(
-      hidden_size=2304,
-      intermediate_size=9216,
-      num_hidden_layers=26,
-      num_attention_heads=8,
-      num_key_value_heads=4,
-      head_dim=256,
-      vocab_size=256000,
-    )
-  )
+  model_config = named_config("shapes:gemma-2-2b-it")
   spec = spec_from_config(config, model_config)
   feats = jax.ShapeDtypeStruct((spec.num_layers, 16, spec.feature_dim), jnp.float32)
   abstract = jax.eval_shape(lambda f: D2LHypernet(spec).init(jax.random.key(0), f), feats)["params"]

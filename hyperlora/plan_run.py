@@ -1,0 +1,67 @@
+"""`hyperlora plan` end to end: the config's program, the slice's devices, one plan per mesh, the
+ranked table (printed, and with --out written as JSON and Markdown)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+
+from tqdm import tqdm
+
+from hyperlora import chips, sharding
+from hyperlora import plan as plan_lib
+from hyperlora.metrics import markdown_table, print_table
+
+log = logging.getLogger(__name__)
+
+
+def method_of(config) -> str:
+  """'t2l' or 'd2l', from the config's hypernetwork section."""
+  return "t2l" if "variant" in config.hypernet else "d2l"
+
+
+def program_for(config) -> plan_lib.Program:
+  method = method_of(config)
+  if method != "t2l":
+    raise ValueError("plans for D2L configs are not implemented yet; T2L configs only")
+  # The method's package builds its own program; the core does not import the methods.
+  return importlib.import_module(f"{method}_jax.plan").sft_program(config)
+
+
+def run(config, target: str, mesh: dict | None, out: str | None) -> list[dict]:
+  chip = chips.chip_for(target)
+  devices = plan_lib.topology_devices(target)
+  program = program_for(config)
+  rules = sharding.rules_from_config(config.mesh)
+  meshes = [mesh] if mesh else plan_lib.candidate_meshes(len(devices), program.batch_size)
+  if not meshes:
+    raise ValueError(
+      f"no (data, fsdp, tensor) mesh of {len(devices)} chips divides the batch of "
+      f"{program.batch_size}; change the batch or the slice"
+    )
+  log.info(
+    "%s on %s (%d x %s, %.0f GB HBM each): %.1f model TFLOP per step; %d mesh(es) to compile",
+    program.name,
+    target,
+    len(devices),
+    chip.name,
+    chip.hbm_bytes / 1e9,
+    program.flops.model / 1e12,
+    len(meshes),
+  )
+  rows = [
+    plan_lib.plan_one(program, target, m, devices, rules) for m in tqdm(meshes, desc="compile")
+  ]
+  rows = plan_lib.rank(rows)
+  printable = plan_lib.table(rows)
+  print(f"\n{program.name}, {target} ({chip.source}); best first:")
+  print_table(printable)
+  if out:
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:
+      json.dump({"program": program.name, "target": target, "plans": rows}, f, indent=2)
+    with open(os.path.splitext(out)[0] + ".md", "w") as f:
+      f.write(f"{program.name} on {target}, best first:\n\n" + markdown_table(printable))
+  return rows
