@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 
@@ -112,6 +113,9 @@ def plan_main(argv: list[str]) -> int:
       )
       return 2
   cli_config.setup_logging("t2l_jax")
+  # Planning only compiles, it never drives a TPU: it need not hold libtpu's one-process lock
+  # (another JAX process on this machine, e.g. a training run, may hold it).
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
   from hyperlora import plan_run
 
   try:

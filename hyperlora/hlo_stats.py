@@ -9,7 +9,8 @@ compares the counter with), and a collective inside the layer body counts num_la
 Sizes come from result types (compiled TPU HLO prints operands without types). Bytes moved per
 device, for ring algorithms over a group of n devices (S = the full, gathered or unreduced array):
 all-gather and reduce-scatter S (n-1)/n, all-reduce 2 S (n-1)/n, all-to-all S (n-1)/n,
-collective-permute S.
+collective-permute S. TPU's asynchronous collective fusions repeat one collective (same
+channel_id) in a start and continuation computations: each channel counts once.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ _LOOP_BOUND = re.compile(r"=\s*s32\[\]\S*\s+constant\((\d+)\)")
 _IOTA_GROUPS = re.compile(r"replica_groups=\[([\d,]+)\]<=")
 _LIST_GROUPS = re.compile(r"replica_groups=\{\{([\d,]*)\}")
 _MESH_GROUPS = re.compile(r"replica_groups=mesh\[([^\]]*)\]\s*\{([^}]*)\}")
+_CHANNEL = re.compile(r"\bchannel_id=(\d+)")
 _COMMENT = re.compile(r"/\*.*?\*/")
 
 
@@ -90,6 +92,7 @@ class Collective:
   computation: str
   array_bytes: int  # S: the full (gathered / unreduced) array
   group: int
+  channel: int | None = None
 
   def moved(self) -> float:
     n = self.group
@@ -140,7 +143,10 @@ def parse(hlo_text: str, num_devices: int) -> tuple[list[Collective], dict[str, 
       continue
     n = _group_size(attrs, num_devices)
     size = _full_array_bytes(kind, opcode, array_bytes(result_type), n)
-    collectives.append(Collective(kind, computation, size, n))
+    channel = _CHANNEL.search(attrs)
+    collectives.append(
+      Collective(kind, computation, size, n, int(channel.group(1)) if channel else None)
+    )
   runs = collections.Counter()
 
   def visit(name: str, times: int, seen: tuple) -> None:
@@ -160,7 +166,14 @@ def summarise(hlo_text: str, num_devices: int) -> dict[str, dict]:
   """kind -> {'count': per step, 'bytes': moved per device per step}, for each collective kind."""
   collectives, runs = parse(hlo_text, num_devices)
   out = {kind: {"count": 0, "bytes": 0.0} for kind in KINDS}
-  for c in collectives:
+  by_channel = {}
+  for c in collectives:  # one per channel, where it runs most often
+    key = c.channel if c.channel is not None else id(c)
+    if key not in by_channel or runs.get(c.computation, 1) > runs.get(
+      by_channel[key].computation, 1
+    ):
+      by_channel[key] = c
+  for c in by_channel.values():
     times = runs.get(c.computation, 1)
     out[c.kind]["count"] += times
     out[c.kind]["bytes"] += times * c.moved()

@@ -114,7 +114,7 @@ def compile_program(program: Program, mesh: Mesh, rules=sharding.RULES):
       )
     )
   jitted = jax.jit(
-    program.fn,
+    sharding.constrained(program.fn, mesh, rules),
     in_shardings=tuple(in_shardings),
     out_shardings=program.out_shardings(tuple(in_shardings), mesh),
     donate_argnums=program.donate,

@@ -4,10 +4,18 @@ Models annotate parameters with logical names (`embed`, `heads`, `mlp`, `vocab`,
 `RULES` says which mesh axis (`data`, `fsdp`, `tensor`) shards each. A config may override the
 table. Dimensions a mesh axis does not divide are replicated instead (with a log line), so one
 rules table serves every model size.
+
+Activations are constrained by logical names too (`activation_batch`, ... as MaxText does): the
+decoder pins its residual stream at every block boundary to [batch over data and fsdp, length,
+embed replicated], so XLA gathers fsdp-sharded weights instead of contracting over their sharded
+dimension and all-reducing activations. The constraints apply while a step is traced inside
+`activation_rules(mesh, rules)` (the train step and `hyperlora plan` do this) and are no-ops
+elsewhere.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 
@@ -34,7 +42,30 @@ RULES = (
   ("hyper_latent", "fsdp"),  # D2L Perceiver: latent width, MLP width, attention heads
   ("hyper_mlp", "tensor"),
   ("hyper_heads", "tensor"),
+  # Activations: [batch, length, embed] residual stream, MLP hidden and attention heads.
+  ("activation_batch", ("data", "fsdp")),
+  ("activation_length", None),
+  ("activation_embed", None),
+  ("activation_mlp", "tensor"),
+  ("activation_heads", "tensor"),
 )
+
+
+@contextlib.contextmanager
+def activation_rules(mesh: Mesh, rules=RULES):
+  """While a step is traced: the mesh and rules the models' activation constraints read."""
+  with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), nn.logical_axis_rules(rules):
+    yield
+
+
+def constrained(fn, mesh: Mesh, rules=RULES):
+  """fn traced inside activation_rules(mesh, rules): what gets jitted for a mesh."""
+
+  def traced(*args):
+    with activation_rules(mesh, rules):
+      return fn(*args)
+
+  return traced
 
 
 def rules_from_config(mesh_config) -> tuple:

@@ -302,7 +302,7 @@ def jit_train_step(
   base_shardings = jax.tree.map(lambda x: x.sharding, base_params)
   batch_shardings = sharding.batch_sharding(mesh, rules)
   return jax.jit(
-    step,
+    sharding.constrained(step, mesh, rules),
     in_shardings=(state_shardings, base_shardings, batch_shardings),
     out_shardings=(state_shardings, sharding.replicated(mesh)),
     donate_argnums=0,

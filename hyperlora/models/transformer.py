@@ -29,6 +29,10 @@ ACTIVATIONS = {
   "gelu_pytorch_tanh": functools.partial(nn.gelu, approximate=True),
   "gelu": functools.partial(nn.gelu, approximate=False),
 }
+# Logical names of activations (hyperlora.sharding.RULES maps them onto the mesh).
+ACT_RESIDUAL = ("activation_batch", "activation_length", "activation_embed")
+ACT_MLP = ("activation_batch", "activation_length", "activation_mlp")
+ACT_HEADS = ("activation_batch", "activation_length", "activation_heads")
 _MASKED = -0.7 * float(jnp.finfo(jnp.float32).max)  # Finite, so fully masked rows stay NaN-free.
 
 
@@ -120,6 +124,7 @@ class Attention(_Block):
     scores = jnp.where(mask[:, None, None], scores, _MASKED)  # [batch, kv, group, seq, kv_len]
     probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
     out = jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(batch, seq, c.num_heads * c.head_dim)
+    out = nn.with_logical_constraint(out, ACT_HEADS)  # [batch, seq, heads * head_dim]
     out = self.project("o_proj", c.hidden_size, ("heads", "embed"), out, lora)
     return out, new_cache_kv
 
@@ -131,6 +136,7 @@ class MLP(_Block):
     gate = self.project("gate_proj", c.intermediate_size, ("embed", "mlp"), x, lora)
     up = self.project("up_proj", c.intermediate_size, ("embed", "mlp"), x, lora)
     hidden = ACTIVATIONS[c.hidden_act](gate) * up  # [batch, seq, intermediate]
+    hidden = nn.with_logical_constraint(hidden, ACT_MLP)
     return self.project("down_proj", c.hidden_size, ("mlp", "embed"), hidden, lora)
 
 
@@ -158,6 +164,7 @@ class DecoderLayer(nn.Module):
       lora_dropout=self.lora_dropout,
     )
     mask = jnp.where(is_local, masks[1], masks[0])
+    h = nn.with_logical_constraint(h, ACT_RESIDUAL)  # block boundary: [batch, seq, hidden]
     attn_out, new_cache_kv = Attention(**kw, name="self_attn")(
       norm(name="input_layernorm")(h), cos, sin, mask, lora, cache_kv, cache_index
     )
@@ -168,7 +175,7 @@ class DecoderLayer(nn.Module):
     mlp_out = MLP(**kw, name="mlp")(norm(name=pre_mlp)(h), lora)
     if c.sandwich_norm:
       mlp_out = norm(name="post_feedforward_layernorm")(mlp_out)
-    h = h + mlp_out  # [batch, seq, hidden]
+    h = nn.with_logical_constraint(h + mlp_out, ACT_RESIDUAL)  # [batch, seq, hidden]
     return h, (new_cache_kv, h if self.keep_hidden else None)
 
 
