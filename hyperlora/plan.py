@@ -22,7 +22,7 @@ from typing import Callable
 import flax.linen as nn
 import jax
 import numpy as np
-from jax.experimental import mesh_utils
+from jax.experimental import topologies
 from jax.sharding import Mesh
 
 from hyperlora import chips, hlo_stats, sharding
@@ -53,8 +53,6 @@ class PlanError(ValueError):
 
 def topology_devices(target: str) -> list:
   """The devices of a TPU topology such as 'v5e:4x4', compiled for from this machine."""
-  from jax.experimental import topologies
-
   chips.chip_for(target)
   try:
     return list(topologies.get_topology_desc(target, platform="tpu").devices)
@@ -63,17 +61,6 @@ def topology_devices(target: str) -> list:
       f"cannot describe TPU topology {target!r} ({type(err).__name__}: {str(err)[:200]}); "
       f'install libtpu with `pip install -e ".[tpu]"` and use a valid slice shape, e.g. v5e:4x4'
     ) from err
-
-
-def make_mesh(shape: dict, devices: list) -> Mesh:
-  sizes = [shape[a] for a in sharding.MESH_AXES]
-  if math.prod(sizes) != len(devices):
-    raise PlanError(f"mesh {shape} needs {math.prod(sizes)} devices; the slice has {len(devices)}")
-  try:  # ICI-aware placement of the mesh axes on the torus
-    grid = mesh_utils.create_device_mesh(sizes, devices)
-  except (AssertionError, NotImplementedError, ValueError):
-    grid = np.asarray(devices).reshape(sizes)
-  return Mesh(grid, sharding.MESH_AXES)
 
 
 def candidate_meshes(num_devices: int, batch_size: int, max_tensor: int = 8) -> list[dict]:
@@ -154,7 +141,8 @@ def plan_one(program: Program, target: str, mesh_shape: dict, devices: list, rul
   chip = chips.chip_for(target)
   row = {"target": target, "mesh": dict(mesh_shape), "program": program.name}
   try:
-    compiled, seconds, arg_bytes = compile_program(program, make_mesh(mesh_shape, devices), rules)
+    mesh = sharding.make_mesh(mesh_shape, devices)
+    compiled, seconds, arg_bytes = compile_program(program, mesh, rules)
   except Exception as err:  # XLA's resource errors and sharding mismatches alike
     return {**row, "fits": False, "error": f"{type(err).__name__}: {str(err).splitlines()[0]}"}
   memory = compiled.memory_analysis()

@@ -22,6 +22,7 @@ import math
 import flax.linen as nn
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -108,7 +109,11 @@ def make_mesh(shape: dict | tuple, devices=None) -> Mesh:
       f"mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices, "
       f"but {len(devices)} are available"
     )
-  return Mesh(np.asarray(devices).reshape(sizes), MESH_AXES)
+  try:  # on TPU, mesh axes laid onto the torus (a plain reshape on CPU)
+    grid = mesh_utils.create_device_mesh(sizes, devices)
+  except (AssertionError, NotImplementedError, ValueError):  # a shape the torus cannot take
+    grid = np.asarray(devices).reshape(sizes)
+  return Mesh(grid, MESH_AXES)
 
 
 def _fit(spec: P, shape, mesh: Mesh) -> P:

@@ -50,7 +50,6 @@ def sft_program(config) -> Program:
     t2l_model.l2_penalty(tc.l2_coef),
   )
   key = jax.random.key(0)
-  hyper = jax.eval_shape(lambda: init_params_boxed(spec, dim, key))
   state = jax.eval_shape(
     lambda: train_lib.init_state(init_params_boxed(spec, dim, key), optimizer, 0)
   )
@@ -67,7 +66,8 @@ def sft_program(config) -> Program:
     "task_id": jax.ShapeDtypeStruct((n,), jnp.int32),
   }
   base_flops = flops.frozen_decoder_step(model_config, n, length, answer, tc.remat)
-  extra = flops.trained_params_step(count_params(hyper), n)  # the hypernetwork, once an example
+  # The hypernetwork runs once an example; the per-example LoRA on every token.
+  extra = flops.trained_params_step(count_params(state.params), n)
   extra += flops.lora_step(model_config, spec.modules, spec.rank, n * length)
   return Program(
     name=f"T2L-{spec.variant} SFT step",
