@@ -54,6 +54,8 @@ def base_config() -> ml_collections.ConfigDict:
     )
   )
   # loss 'distill' (teacher top-k) or 'ce' (cross-entropy on the responses; the reference's NIAH).
+  # init_from: a D2L workdir whose trained hypernetwork this run starts from (a warm start; the
+  # optimizer and step start afresh), instead of a fresh initialisation.
   c.train = ml_collections.ConfigDict(
     dict(
       steps=2000,
@@ -69,6 +71,7 @@ def base_config() -> ml_collections.ConfigDict:
       chunk_probs=REFERENCE_CHUNK_PROBS,
       min_chunk_len=25,
       seed=0,
+      init_from="",
       remat=False,
       grad_accum=1,
       log_every=10,

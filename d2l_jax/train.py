@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,6 +13,7 @@ from tqdm.auto import tqdm
 from d2l_jax import corpus, diagnostics, squad, teacher
 from d2l_jax import model as d2l_model
 from d2l_jax.data import DocBatches
+from d2l_jax.hypernet import D2LSpec
 from hyperlora import lora as lora_lib
 from hyperlora import run_dir, sharding
 from hyperlora import train as train_lib
@@ -76,6 +78,23 @@ def probe_documents(config, tokenizer, documents: list) -> list[str]:
   return [d.text for d in documents[:2]]
 
 
+def start_params(setup, init_from: str):
+  """A warm start: the trained params of the D2L run in `init_from` (its latest checkpoint), which
+  must have this run's hypernetwork shape and base model."""
+  source = run_dir.open_run(init_from, "d2l")
+  if source.spec(D2LSpec, setup.base.config) != setup.spec:
+    raise ValueError(
+      f"train.init_from={init_from!r} has another hypernetwork ({source.saved['spec']}); "
+      "give the workdir of a run with this config's hypernet sizes, or leave init_from empty"
+    )
+  if source.config.features != setup.features:
+    raise ValueError(
+      f"train.init_from={init_from!r} read features={source.config.features!r}, this config "
+      f"{setup.features!r}; they must agree"
+    )
+  return lambda: source.restore_params(jax.eval_shape(lambda: nn.unbox(setup.init_params(0))))
+
+
 def training_batches(setup, config, cache_dir: str | None) -> DocBatches:
   """The batches `train` steps through: the training documents, their study questions and the
   targets (the teacher's top-k only when the loss uses them)."""
@@ -100,6 +119,20 @@ def training_batches(setup, config, cache_dir: str | None) -> DocBatches:
   )
 
 
+def train_parts(config, base_model, adapter_fn):
+  """(loss_fn, optimizer) of D2L meta-training: what `train` runs and what `hyperlora plan`
+  compiles."""
+  tc = config.train
+  loss_fn = train_lib.lm_loss_fn(
+    base_model,
+    adapter_fn,
+    d2l_model.l1_penalty(tc.l1_coef),
+    answer_loss=d2l_model.answer_loss(tc.loss),
+    neftune_alpha=tc.neftune_alpha,
+  )
+  return loss_fn, d2l_model.optimizer(tc)
+
+
 def train(config) -> str:
   """Meta-trains D2L into config.workdir; returns the workdir."""
   tc, dc = config.train, config.data
@@ -117,13 +150,8 @@ def train(config) -> str:
   )
   mesh, rules, base_params = sharding.place(setup.base, config.mesh)
   dtype = jnp.dtype(config.dtype)
-  optimizer = d2l_model.optimizer(tc)
-  loss_fn = train_lib.lm_loss_fn(
-    setup.base.module(dtype, remat=tc.remat),
-    d2l_model.hypernet_adapter_fn(setup, dtype),
-    d2l_model.l1_penalty(tc.l1_coef),
-    answer_loss=d2l_model.answer_loss(tc.loss),
-    neftune_alpha=tc.neftune_alpha,
+  loss_fn, optimizer = train_parts(
+    config, setup.base.module(dtype, remat=tc.remat), setup.adapter_fn(dtype)
   )
   probe = diagnostics.make_probe(
     setup, probe_documents(config, setup.base.tokenizer, documents), dc.max_doc_len
@@ -148,6 +176,7 @@ def train(config) -> str:
     ckpt_every=tc.ckpt_every,
     keep=tc.keep_checkpoints,
     probe=probe,
+    start_params=start_params(setup, tc.init_from) if tc.init_from else None,
   )
   writer.close()
   return config.workdir

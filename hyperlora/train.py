@@ -16,6 +16,7 @@ import signal
 import time
 from typing import Callable
 
+import chex
 import flax.linen as nn
 import flax.struct
 import jax
@@ -403,9 +404,12 @@ def run(
   ckpt_every: int = 100,
   keep: int = 2,
   probe=None,
+  start_params: Callable[[], dict] | None = None,
 ) -> TrainState:
   """Creates the (sharded) state, or resumes the newest intact checkpoint in `directory` after
   checking that it was written by a compatible config (`resume_keys`), then fits to `steps`.
+  `start_params` (a warm start: another run's trained params) replaces the fresh params when there
+  is no checkpoint to resume; the optimizer state and step start from zero.
 
   A checkpoint that cannot be read stops the run (train_checkpoints.CheckpointReadError) rather
   than starting over, which would rotate the good checkpoints out.
@@ -418,6 +422,11 @@ def run(
   if restored is not None:
     log.info("%s: resuming from step %d in %s", desc, int(restored.step), directory)
     state = restored
+  elif start_params is not None:
+    params = start_params()
+    chex.assert_trees_all_equal_shapes_and_dtypes(params, state.params)
+    placement = None if state_shardings is None else state_shardings.params
+    state = state.replace(params=jax.device_put(params, placement))
   state = fit(
     loss_fn=loss_fn,
     optimizer=optimizer,

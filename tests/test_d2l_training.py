@@ -5,6 +5,7 @@ CLIs and the evaluation harness work end to end."""
 import json
 import os
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -50,7 +51,7 @@ def batch_losses(setup, config, params_list, steps=range(4)) -> list[float]:
   loss_fn = jax.jit(
     train_lib.lm_loss_fn(
       setup.base.module(),
-      d2l_model.hypernet_adapter_fn(setup),
+      setup.adapter_fn(),
       answer_loss=d2l_model.answer_loss("distill"),
     )
   )
@@ -112,14 +113,32 @@ def test_training_adapters_equal_chunked_internalization(trained):
     "chunk_mask": jnp.asarray(mask)[None],
     "tokens": jnp.zeros((2, 4), jnp.int32),
   }
-  trained_path = d2l_model.hypernet_adapter_fn(setup)(
-    internalizer.params, setup.base.params, batch, None, True
-  )
+  trained_path = setup.adapter_fn()(internalizer.params, setup.base.params, batch, None, True)
   one_by_one = internalizer(doc.text, chunk_len=-(-n // 3))
   assert trained_path.rank == one_by_one.rank == 4 * setup.spec.rank
   for m, w in one_by_one.weights.items():
     for which in ("A", "B"):
       np.testing.assert_allclose(trained_path.weights[m][which][1], w[which], atol=2e-5, rtol=1e-4)
+
+
+def test_warm_start_begins_from_the_trained_run(trained, tmp_path):
+  from d2l_jax.train import train
+
+  path, config = trained
+  warm = tiny_config(path, str(tmp_path / "warm"))
+  # One step: its learning rate is 0 (linear warmup from 0), so the params are the start's.
+  warm.train.update(steps=1, init_from=config.workdir)
+  train(warm)
+  source, started = Internalizer(config.workdir), Internalizer(warm.workdir)
+  jax.tree.map(np.testing.assert_array_equal, started.params, source.params)
+  # ... which are not what a fresh start of the same seed would hold.
+  fresh = nn.unbox(started.setup.init_params(warm.train.seed))
+  assert not np.allclose(fresh["perceiver"]["latents"], started.params["perceiver"]["latents"])
+  other = tiny_config(path, str(tmp_path / "other"))
+  other.hypernet.update(latent=16)
+  other.train.update(steps=1, init_from=config.workdir)
+  with pytest.raises(ValueError, match="another hypernetwork"):
+    train(other)
 
 
 def test_cli_internalize_and_ask(trained, tmp_path, rng, capsys):
