@@ -75,11 +75,7 @@ def features(model, params, tokens, mask, which: str = "all_but_last"):
   """tokens, mask [n, seq] -> features [n, layers_used, seq, d] (float32, gradient stopped)."""
   if which not in FEATURE_LAYERS:
     raise ValueError(f"feature layers must be one of {FEATURE_LAYERS}, not {which!r}")
-  # Only the layers whose outputs are used run: L - 1 of them, or L // 4.
-  n_layers = (
-    model.config.num_layers - 1 if which == "all_but_last" else model.config.num_layers // 4
-  )
-  model, params = first_layers(model, params, n_layers)
+  model, params = first_layers(model, params, reader_layers(model.config, which))
   out = model.apply({"params": params}, tokens, mask, return_hidden_states=True)
   hidden = jax.lax.stop_gradient(out.hidden_states)  # [n_layers + 1, n, seq, d]
   # The final norm, as transformers returns the last state.
@@ -89,12 +85,20 @@ def features(model, params, tokens, mask, which: str = "all_but_last"):
   return jnp.swapaxes(hidden, 0, 1).astype(jnp.float32)  # [n, layers_used, seq, d]
 
 
+def reader_layers(model_config, which: str) -> int:
+  """The layers that run to give the features: only those whose outputs are used, L - 1 of them
+  ('all_but_last') or L // 4 ('quarter')."""
+  return model_config.num_layers - 1 if which == "all_but_last" else model_config.num_layers // 4
+
+
+def first_layers_config(model_config, n: int):
+  """The model's config cut after its first n layers."""
+  return dataclasses.replace(model_config, num_layers=n, local_layers=model_config.local_layers[:n])
+
+
 def first_layers(model, params, n: int):
   """The model cut after its first n layers, and its params (the layer stack sliced)."""
-  config = dataclasses.replace(
-    model.config, num_layers=n, local_layers=model.config.local_layers[:n]
-  )
-  return model.clone(config=config), {
+  return model.clone(config=first_layers_config(model.config, n)), {
     **params,
     "layers": jax.tree.map(lambda x: x[:n], params["layers"]),
   }

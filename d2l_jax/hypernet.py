@@ -14,10 +14,10 @@ For each base layer l whose activations are used, with context features x_l [seq
   A[l, j] = scaler_A[l, j] a_j     B[l, :, j] = scaler_B[l, j] b_j      (scaler_A = 1, scaler_B = 0)
 
 Attention is grouped-query (16 heads of 128, 4 KV heads at the reference's sizes). With features
-from
-every layer (all but the last) the Perceiver runs per layer (weights shared across layers, or one
-Perceiver per layer) and has modules x r output slots; with one feature map (the state after L // 4
-layers, the reference's NIAH setting) it runs once with layers x modules x r slots.
+from every layer (all but the last) the Perceiver runs per layer, one layer after another (weights
+shared across layers, or one Perceiver per layer) and has modules x r output slots; with one
+feature map (the state after L // 4 layers, the reference's NIAH setting) it runs once with
+layers x modules x r slots.
 Beside the chunk's adapter the module returns the learned context-free bias adapter (bias_A small
 normal, bias_B = 0), which `chunking.combine` appends to the chunk adapters.
 
@@ -177,8 +177,18 @@ class Perceiver(nn.Module):
     return _norm("decoder_norm")(slots)  # [n_slots, latent]
 
 
+class _LayerPerceiver(Perceiver):
+  """The Perceiver as nn.scan's step over feature maps: (carry, features, mask) -> (carry, slots)."""
+
+  def __call__(self, carry, features, mask=None):
+    return carry, super().__call__(features, mask)
+
+
 class D2LHypernet(nn.Module):
   spec: D2LSpec
+  # Recompute each layer's Perceiver in the backward pass (training memory: one feature map's
+  # activations are live at a time instead of every layer's).
+  remat: bool = False
 
   @nn.compact
   def __call__(self, features, mask=None) -> tuple[LoRA, LoRA]:
@@ -190,14 +200,19 @@ class D2LHypernet(nn.Module):
     if s.per_layer_features:
       if features.shape[0] != L:
         raise ValueError(f"need features of all {L} adapted layers, got {features.shape[0]}")
-      perceiver = nn.vmap(
-        Perceiver,
-        variable_axes={"params": None if s.shared_perceiver else 0},
-        split_rngs={"params": not s.shared_perceiver},
-        in_axes=(0, None),
+      # One layer's feature map at a time: its input MLP's [seq, 4 d] activations are the largest
+      # tensor of the hypernetwork, too large to hold for every layer at once on long chunks.
+      step = nn.remat(_LayerPerceiver, prevent_cse=False) if self.remat else _LayerPerceiver
+      shared = s.shared_perceiver
+      perceiver = nn.scan(
+        step,
+        variable_axes={} if shared else {"params": 0},
+        variable_broadcast="params" if shared else False,
+        split_rngs={"params": not shared},
+        in_axes=(0, nn.broadcast),
         metadata_params={nn.PARTITION_NAME: "layers"},
       )(s, n_mod * r, name="perceiver")
-      slots = perceiver(features, mask)  # [L, modules * r, latent]
+      _, slots = perceiver(None, features, mask)  # [L, modules * r, latent]
     else:
       slots = Perceiver(s, L * n_mod * r, name="perceiver")(features[0], mask)
     slots = slots.reshape(L, n_mod, r, s.latent)

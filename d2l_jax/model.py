@@ -46,6 +46,14 @@ def spec_from_config(config, model_config) -> D2LSpec:
   )
 
 
+def init_params(hypernet: D2LHypernet, seed: int) -> dict:
+  """Fresh hypernetwork params, boxed with their logical axis names."""
+  spec = hypernet.spec
+  n_layers = spec.num_layers if spec.per_layer_features else 1
+  feats = jnp.zeros((n_layers, 4, spec.feature_dim))
+  return hypernet.init(jax.random.key(seed), feats, jnp.ones(4, bool))["params"]
+
+
 @dataclasses.dataclass
 class Setup:
   base: hyperlora.LoadedModel
@@ -54,9 +62,11 @@ class Setup:
   features: str  # context.FEATURE_LAYERS
 
   def init_params(self, seed: int) -> dict:
-    n_layers = self.spec.num_layers if self.spec.per_layer_features else 1
-    feats = jnp.zeros((n_layers, 4, self.spec.feature_dim))
-    return self.hypernet.init(jax.random.key(seed), feats, jnp.ones(4, bool))["params"]
+    return init_params(self.hypernet, seed)
+
+  def adapter_fn(self, dtype=jnp.float32):
+    """The training adapter fn (hypernet_adapter_fn) reading with this setup's loaded base."""
+    return hypernet_adapter_fn(self.base.module(dtype), self.hypernet, self.features)
 
   def internalize(
     self, params, document: str, chunk_len: int, chunk_scaling: str = "none"
@@ -69,26 +79,24 @@ class Setup:
 def build(config, base=None) -> Setup:
   base = base or hyperlora.load(config.base_model, dtype=jnp.dtype(config.dtype))
   spec = spec_from_config(config, base.config)
-  return Setup(base, spec, D2LHypernet(spec), config.features)
+  return Setup(base, spec, D2LHypernet(spec, remat=config.train.remat), config.features)
 
 
-def hypernet_adapter_fn(setup: Setup, dtype=jnp.float32):
+def hypernet_adapter_fn(context_model, hypernet: D2LHypernet, which: str):
   """Batch of documents in K chunks -> one adapter per question row (rank (K + 1) r).
 
+  context_model: the frozen base module that reads the chunks (features `which`, see context.py).
   batch["chunk_tokens"] / ["chunk_mask"] [docs, K, width]; question rows are grouped by document
   (queries_per_doc = rows // docs). The base model runs without gradient (features are stopped).
   """
-  model = setup.base.module(dtype)
-  encode = jax.vmap(
-    lambda p, feats, mask: setup.hypernet.apply({"params": p}, feats, mask), (None, 0, 0)
-  )
+  encode = jax.vmap(lambda p, feats, mask: hypernet.apply({"params": p}, feats, mask), (None, 0, 0))
 
   def adapter_fn(params, base_params, batch, rng, deterministic):
     docs, k, width = batch["chunk_tokens"].shape
     tokens = batch["chunk_tokens"].reshape(docs * k, width)
     mask = batch["chunk_mask"].reshape(docs * k, width)
     # [docs K, layers, width, d]
-    feats = context.features(model, base_params, tokens, mask, setup.features)
+    feats = context.features(context_model, base_params, tokens, mask, which)
     chunk_lora, bias = encode(params, feats, mask)
     chunk_lora = jax.tree.map(lambda x: x.reshape(docs, k, *x.shape[1:]), chunk_lora)
     bias = jax.tree.map(lambda x: x[0], bias)  # context-free: the same for every chunk

@@ -59,7 +59,8 @@ def _parser() -> argparse.ArgumentParser:
   info.add_argument("--model", default="smollm2")
   sub.add_parser(
     "plan",
-    help="compile a config's train step for a TPU slice from this machine: memory, collectives, "
+    help="compile a config's train step (or D2L internalisation) for a TPU slice from this "
+    "machine: memory, collectives, "
     "step-time estimate (hyperlora plan --help)",
     add_help=False,
   )
@@ -69,17 +70,19 @@ def _parser() -> argparse.ArgumentParser:
 PLAN_USAGE = f"""usage: hyperlora plan --config=FILE --target=TOPOLOGY
                       [--mesh=auto|DATA,FSDP,TENSOR] [--out=PLAN.json] [--config.KEY=VALUE ...]
 
-Compiles the config's real train step ahead of time for a TPU slice, on this machine (no TPU; needs
-libtpu: pip install -e ".[tpu]"), with abstract base weights from the model's config.json or
-`--config.base_model=shapes:NAME` (hyperlora/models/shapes.py). Prints per device: peak HBM against
-the chip's (fits or not), bytes moved by each collective kind (from the compiled HLO, scanned
-layers counted per layer), and a roofline estimate of step time and MFU (hyperlora/chips.py has the
-chip figures and their sources). --mesh auto compiles every (data, fsdp, tensor) factorisation the
-batch allows and ranks those that fit by estimated step time.
+Compiles the config's real train step (or --program) ahead of time for a TPU slice, on this
+machine (no TPU; needs libtpu: pip install -e ".[tpu]"), with abstract base weights from the
+model's config.json or `--config.base_model=shapes:NAME` (hyperlora/models/shapes.py). Prints per
+device: peak HBM against the chip's (fits or not), bytes moved by each collective kind (from the
+compiled HLO, scanned layers counted per layer), and a roofline estimate of step time and MFU
+(hyperlora/chips.py has the chip figures and their sources). --mesh auto compiles every (data,
+fsdp, tensor) factorisation the batch allows and ranks those that fit by estimated step time.
 
 {CONFIG_HELP}  --target=TOPOLOGY       a TPU slice: v4:2x2x1, v5e:4x4, v5p:2x2x2, v6e:2x4, ...
   --mesh=auto|D,F,T       mesh axes data, fsdp, tensor (product = chips); default auto
   --out=FILE              also write the plans as JSON (and the table as Markdown beside it)
+  --program=NAME          what to compile: train (the training step, default) or, for D2L,
+                          internalize (a batch of documents -> adapters, eval.chunk_len chunks)
 
 example:
   hyperlora plan --config=configs/t2l/mistral7b.py --target=v5e:4x4 --mesh=auto --out=plan.json
@@ -90,6 +93,7 @@ def _plan_flags(flags, flag_values) -> None:
   flags.DEFINE_string("target", None, "TPU topology, e.g. v5e:4x4", flag_values=flag_values)
   flags.DEFINE_string("mesh", "auto", "auto or data,fsdp,tensor", flag_values=flag_values)
   flags.DEFINE_string("out", None, "JSON output", flag_values=flag_values)
+  flags.DEFINE_string("program", "train", "train or internalize (D2L)", flag_values=flag_values)
 
 
 def plan_main(argv: list[str]) -> int:
@@ -119,7 +123,7 @@ def plan_main(argv: list[str]) -> int:
   from hyperlora import plan_run
 
   try:
-    plan_run.run(config, flag_values.target, mesh, flag_values.out)
+    plan_run.run(config, flag_values.target, mesh, flag_values.out, flag_values.program)
   except (ValueError, FileNotFoundError) as err:
     print(f"error: {err}", file=sys.stderr)
     return 2

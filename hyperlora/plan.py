@@ -26,6 +26,7 @@ from jax.experimental import topologies
 from jax.sharding import Mesh
 
 from hyperlora import chips, hlo_stats, sharding
+from hyperlora import train as train_lib
 from hyperlora.flops import StepFlops
 
 
@@ -44,7 +45,25 @@ class Program:
   out_shardings: Callable  # (in_shardings, mesh) -> out_shardings
   flops: StepFlops
   batch_size: int
-  remat: bool
+  base_passes: int  # passes over the frozen base a step (forward, backward, rematerialised forward)
+
+
+def train_step_program(
+  name: str, loss_fn, optimizer, state, base_params, batch: dict, **costs
+) -> Program:
+  """A method's training step (the `train_lib.make_train_step` its trainer runs) as a Program: the
+  state donated, the batch sharded over the data axes, the metrics replicated. `costs`: flops,
+  batch_size, base_passes."""
+  return Program(
+    name=name,
+    fn=train_lib.make_train_step(loss_fn, optimizer),
+    args=(state, base_params, batch),
+    batch_args=(2,),
+    frozen_arg=1,
+    donate=(0,),
+    out_shardings=lambda ins, mesh: (ins[0], sharding.replicated(mesh)),
+    **costs,
+  )
 
 
 class PlanError(ValueError):
@@ -116,10 +135,9 @@ def compile_program(program: Program, mesh: Mesh, rules=sharding.RULES):
 def roofline(
   program: Program, chip: chips.Chip, num_devices: int, memory, arg_bytes, collectives
 ) -> dict:
-  passes = 3 if program.remat else 2  # forward, backward (+ the rematerialised forward)
   frozen = arg_bytes[program.frozen_arg]
   state = sum(arg_bytes) - frozen
-  hbm_bytes = frozen * passes + 2 * state + 2 * memory.temp_size_in_bytes
+  hbm_bytes = frozen * program.base_passes + 2 * state + 2 * memory.temp_size_in_bytes
   comm_bytes = sum(c["bytes"] for c in collectives.values())
   terms = {
     "compute_s": program.flops.hardware / num_devices / chip.bf16_flops,

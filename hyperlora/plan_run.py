@@ -22,18 +22,25 @@ def method_of(config) -> str:
   return "t2l" if "variant" in config.hypernet else "d2l"
 
 
-def program_for(config) -> plan_lib.Program:
+def program_builder(config, name: str = "train"):
+  """config -> the config's program `name`, from its method's package (`t2l_jax.plan` /
+  `d2l_jax.plan`; the core does not import the methods)."""
   method = method_of(config)
-  if method != "t2l":
-    raise ValueError("plans for D2L configs are not implemented yet; T2L configs only")
-  # The method's package builds its own program; the core does not import the methods.
-  return importlib.import_module(f"{method}_jax.plan").sft_program(config)
+  programs = importlib.import_module(f"{method}_jax.plan").PROGRAMS
+  if name not in programs:
+    raise ValueError(
+      f"--program={name}: a {method.upper()} config has programs {', '.join(programs)}"
+    )
+  return programs[name]
 
 
-def run(config, target: str, mesh: dict | None, out: str | None) -> list[dict]:
+def run(
+  config, target: str, mesh: dict | None, out: str | None, program_name: str = "train"
+) -> list[dict]:
+  build = program_builder(config, program_name)
   chip = chips.chip_for(target)
   devices = plan_lib.topology_devices(target)
-  program = program_for(config)
+  program = build(config)
   rules = sharding.rules_from_config(config.mesh)
   meshes = [mesh] if mesh else plan_lib.candidate_meshes(len(devices), program.batch_size)
   if not meshes:

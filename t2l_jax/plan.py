@@ -9,11 +9,11 @@ import os
 import jax
 import jax.numpy as jnp
 
-from hyperlora import flops, sharding
+from hyperlora import flops
 from hyperlora import train as train_lib
 from hyperlora.base_weights import load_config
 from hyperlora.models.transformer import Transformer
-from hyperlora.plan import PlanError, Program
+from hyperlora.plan import PlanError, Program, train_step_program
 from t2l_jax import encoder as encoder_lib
 from t2l_jax import model as t2l_model
 from t2l_jax.hypernet import T2LHypernet, count_params, init_params_boxed
@@ -69,15 +69,18 @@ def sft_program(config) -> Program:
   # The hypernetwork runs once an example; the per-example LoRA on every token.
   extra = flops.trained_params_step(count_params(state.params), n)
   extra += flops.lora_step(model_config, spec.modules, spec.rank, n * length)
-  return Program(
-    name=f"T2L-{spec.variant} SFT step",
-    fn=train_lib.make_train_step(loss_fn, optimizer),
-    args=(state, base_params, batch),
-    batch_args=(2,),
-    frozen_arg=1,
-    donate=(0,),
-    out_shardings=lambda ins, mesh: (ins[0], sharding.replicated(mesh)),
+  return train_step_program(
+    f"T2L-{spec.variant} SFT step",
+    loss_fn,
+    optimizer,
+    state,
+    base_params,
+    batch,
     flops=flops.StepFlops(base_flops.model + extra, base_flops.hardware + extra),
     batch_size=n,
-    remat=tc.remat,
+    base_passes=3 if tc.remat else 2,
   )
+
+
+# What `hyperlora plan --program=NAME` compiles for a T2L config.
+PROGRAMS = {"train": sft_program}

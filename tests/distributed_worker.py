@@ -148,7 +148,7 @@ if len(meshes) > 1:  # D2L steps, first and last mesh: documents in 2 chunks, di
   )
   d2l_loss = train_lib.lm_loss_fn(
     loaded.module(),
-    d2l_model.hypernet_adapter_fn(d2l),
+    d2l.adapter_fn(),
     d2l_model.l1_penalty(0.1),
     answer_loss=d2l_model.answer_loss("distill"),
   )

@@ -209,3 +209,32 @@ def test_probe_norms_equal_the_materialised_deltas():
   )
   np.testing.assert_allclose(dw_norm(x), jnp.linalg.norm(dw(x)), rtol=1e-5)
   np.testing.assert_allclose(dw_norm(difference(x, y)), jnp.linalg.norm(dw(x) - dw(y)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_each_layer_reads_only_its_own_features_and_remat_changes_nothing(shared):
+  """The Perceiver runs over the feature maps one layer at a time (nn.scan): layer l's adapter
+  depends on features[l] alone, and recomputing it in the backward pass (remat) gives the same
+  adapter and gradients."""
+  spec = D2LSpec(
+    modules=("down_proj",),
+    dims=((12, 8),),
+    num_layers=3,
+    feature_dim=8,
+    shared_perceiver=shared,
+    **SMALL,
+  )
+  feats = jax.random.normal(jax.random.key(1), (3, 5, 8))
+  params = with_open_b(nn.unbox(D2LHypernet(spec).init(jax.random.key(0), feats)["params"]))
+  a_of = lambda p, f, remat=False: (
+    D2LHypernet(spec, remat).apply({"params": p}, f)[0].weights["down_proj"]["A"]
+  )  # [layers, r, d_in]
+  moved = a_of(params, feats.at[1].add(1.0)) - a_of(params, feats)
+  assert float(jnp.abs(moved[1]).max()) > 1e-3
+  np.testing.assert_array_equal(moved[0], 0.0)
+  np.testing.assert_array_equal(moved[2], 0.0)
+  loss = lambda p, remat: jnp.sum(a_of(p, feats, remat) ** 2)
+  grads, remat_grads = jax.grad(loss)(params, False), jax.grad(loss)(params, True)
+  jax.tree.map(
+    lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7), grads, remat_grads
+  )

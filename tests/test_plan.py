@@ -1,5 +1,6 @@
 """`hyperlora plan`: FLOPs against XLA's count, HLO collectives with loop trip counts, named
-shapes, and (when libtpu is installed) the real T2L step compiled for a TPU slice."""
+shapes, and (when libtpu is installed) the real T2L step and D2L programs compiled for a TPU
+slice."""
 
 import importlib.util
 import json
@@ -16,6 +17,16 @@ from hyperlora.models.config import ModelConfig
 from hyperlora.models.transformer import Transformer
 
 HAS_LIBTPU = importlib.util.find_spec("libtpu") is not None
+
+
+def run_plan(*args, timeout=900):
+  """`hyperlora plan ARGS` in a fresh process, as a user runs it."""
+  return subprocess.run(
+    [sys.executable, "-m", "hyperlora.cli", "plan", *args],
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
 
 
 def test_forward_flops_match_xla_on_one_layer():
@@ -106,36 +117,24 @@ def test_candidate_meshes_divide_devices_and_batch():
 
 
 def test_plan_cli_errors_are_one_line():
-  run = lambda *a: subprocess.run(
-    [sys.executable, "-m", "hyperlora.cli", "plan", *a], capture_output=True, text=True
-  )
-  missing = run("--config=configs/t2l/tiny.py")
+  missing = run_plan("--config=configs/t2l/tiny.py")
   assert missing.returncode == 2 and "--target is required" in missing.stderr
-  bad = run("--config=configs/t2l/tiny.py", "--target=v5e:2x2", "--mesh=2,2")
+  bad = run_plan("--config=configs/t2l/tiny.py", "--target=v5e:2x2", "--mesh=2,2")
   assert bad.returncode == 2 and "three sizes" in bad.stderr
-  assert "roofline" in run("--help").stdout
+  assert "roofline" in run_plan("--help").stdout
 
 
 @pytest.mark.skipif(not HAS_LIBTPU, reason='libtpu not installed (pip install -e ".[tpu]")')
 def test_t2l_step_compiles_for_a_tpu_slice(tmp_path, tiny_model):
   path, _ = tiny_model("llama")
   out = tmp_path / "plan.json"
-  result = subprocess.run(
-    [
-      sys.executable,
-      "-m",
-      "hyperlora.cli",
-      "plan",
-      "--config=configs/t2l/tiny.py",
-      f"--config.base_model={path}",
-      "--config.encoder.dim=32",
-      "--target=v5e:2x2",
-      "--mesh=1,4,1",
-      f"--out={out}",
-    ],
-    capture_output=True,
-    text=True,
-    timeout=900,
+  result = run_plan(
+    "--config=configs/t2l/tiny.py",
+    f"--config.base_model={path}",
+    "--config.encoder.dim=32",
+    "--target=v5e:2x2",
+    "--mesh=1,4,1",
+    f"--out={out}",
   )
   assert result.returncode == 0, result.stderr[-3000:]
   (row,) = json.loads(out.read_text())["plans"]
@@ -145,3 +144,31 @@ def test_t2l_step_compiles_for_a_tpu_slice(tmp_path, tiny_model):
   assert row["collectives"]["all-gather"]["count"] >= layers
   assert 0 < row["mfu"] < 1
   assert "T2L-L SFT step" in (tmp_path / "plan.md").read_text()
+
+
+@pytest.mark.skipif(not HAS_LIBTPU, reason='libtpu not installed (pip install -e ".[tpu]")')
+@pytest.mark.parametrize("program", ["train", "internalize"])
+def test_d2l_programs_compile_for_a_tpu_slice(tmp_path, tiny_model, program):
+  path, _ = tiny_model("llama")
+  out = tmp_path / "plan.json"
+  result = run_plan(
+    "--config=configs/d2l/tiny.py",
+    f"--config.base_model={path}",
+    "--config.eval.chunk_len=256",
+    "--target=v5e:2x2",
+    "--mesh=1,4,1",
+    f"--program={program}",
+    f"--out={out}",
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  (row,) = json.loads(out.read_text())["plans"]
+  assert row["fits"] and 0 < row["peak_gb"] < 16 and 0 < row["mfu"] < 1
+  # fsdp over 4 chips gathers the base's layers, at least once per layer of the reader
+  assert row["collectives"]["all-gather"]["count"] >= load_config(path).num_layers - 1
+  name = {"train": "D2L train step", "internalize": "D2L internalisation"}[program]
+  assert name in (tmp_path / "plan.md").read_text()
+
+
+def test_plan_refuses_a_program_the_method_lacks():
+  result = run_plan("--config=configs/t2l/tiny.py", "--target=v5e:2x2", "--program=internalize")
+  assert result.returncode == 2 and "has programs train" in result.stderr, result.stderr[-2000:]

@@ -17,8 +17,7 @@ from d2l_jax.config import base_config
 
 def get_config():
   c = base_config()
-  # A local Hugging Face directory of google/gemma-2-2b-it: set on the command line.
-  c.base_model = ""
+  c.base_model = "shapes:gemma-2-2b-it"  # a local HF directory of google/gemma-2-2b-it to train
   c.workdir = "runs/d2l_gemma2_2b"
   c.dtype = "bfloat16"
   c.features = "all_but_last"
