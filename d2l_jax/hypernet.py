@@ -178,7 +178,7 @@ class Perceiver(nn.Module):
 
 
 class _LayerPerceiver(Perceiver):
-  """The Perceiver as nn.scan's step over feature maps: (carry, features, mask) -> (carry, slots)."""
+  """The Perceiver as nn.scan's step over feature maps: (carry, features, mask) -> (carry, y)."""
 
   def __call__(self, carry, features, mask=None):
     return carry, super().__call__(features, mask)
