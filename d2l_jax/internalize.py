@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import os
 
-import flax.linen as nn
-import jax
-
 import hyperlora
 from d2l_jax import model as d2l_model
 from d2l_jax.hypernet import D2LHypernet, D2LSpec
@@ -27,8 +24,7 @@ class Internalizer:
     base = base or hyperlora.load(self.base_model)
     spec = self.run.spec(D2LSpec, base.config)
     self.setup = d2l_model.Setup(base, spec, D2LHypernet(spec), self.config.features)
-    abstract = jax.eval_shape(lambda: nn.unbox(self.setup.init_params(0)))
-    self.params = self.run.restore_params(abstract, step)
+    self.params = self.setup.restore(self.run, step)
 
   @property
   def base(self):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -63,6 +64,10 @@ class Setup:
 
   def init_params(self, seed: int) -> dict:
     return init_params(self.hypernet, seed)
+
+  def restore(self, run, step: int | None = None) -> dict:
+    """The trained params of a D2L run (`run_dir.Run`): its latest checkpoint, or `step`'s."""
+    return run.restore_params(jax.eval_shape(lambda: nn.unbox(self.init_params(0))), step)
 
   def adapter_fn(self, dtype=jnp.float32):
     """The training adapter fn (hypernet_adapter_fn) reading with this setup's loaded base."""

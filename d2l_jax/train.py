@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,9 +12,8 @@ from tqdm.auto import tqdm
 from d2l_jax import corpus, diagnostics, squad, teacher
 from d2l_jax import model as d2l_model
 from d2l_jax.data import DocBatches
-from d2l_jax.hypernet import D2LSpec
 from hyperlora import lora as lora_lib
-from hyperlora import run_dir, sharding
+from hyperlora import run_dir, sharding, train_checkpoints
 from hyperlora import train as train_lib
 from hyperlora.metrics import MetricWriter
 
@@ -78,21 +76,18 @@ def probe_documents(config, tokenizer, documents: list) -> list[str]:
   return [d.text for d in documents[:2]]
 
 
-def start_params(setup, init_from: str):
+def start_params(setup, saved: dict, init_from: str):
   """A warm start: the trained params of the D2L run in `init_from` (its latest checkpoint), which
-  must have this run's hypernetwork shape and base model."""
+  must agree with this run's saved config `saved` where a resumed run must (RESUME_KEYS)."""
   source = run_dir.open_run(init_from, "d2l")
-  if source.spec(D2LSpec, setup.base.config) != setup.spec:
+  difference = train_checkpoints.config_difference(source.saved, saved, d2l_model.RESUME_KEYS)
+  if difference:
     raise ValueError(
-      f"train.init_from={init_from!r} has another hypernetwork ({source.saved['spec']}); "
-      "give the workdir of a run with this config's hypernet sizes, or leave init_from empty"
+      f"train.init_from={init_from!r} is a run of another hypernetwork or base ({difference}); "
+      "give the workdir of a run with this config's hypernet sizes, base model and features, "
+      "or leave init_from empty"
     )
-  if source.config.features != setup.features:
-    raise ValueError(
-      f"train.init_from={init_from!r} read features={source.config.features!r}, this config "
-      f"{setup.features!r}; they must agree"
-    )
-  return lambda: source.restore_params(jax.eval_shape(lambda: nn.unbox(setup.init_params(0))))
+  return lambda: setup.restore(source)
 
 
 def training_batches(setup, config, cache_dir: str | None) -> DocBatches:
@@ -157,6 +152,7 @@ def train(config) -> str:
     setup, probe_documents(config, setup.base.tokenizer, documents), dc.max_doc_len
   )
   writer = MetricWriter(paths["logs"])
+  saved = run_dir.saved_config(config, "d2l", setup.spec)
   train_lib.run(
     loss_fn=loss_fn,
     optimizer=optimizer,
@@ -164,7 +160,7 @@ def train(config) -> str:
     batches=batches,
     steps=tc.steps,
     directory=paths["checkpoints"],
-    config_json=run_dir.saved_config(config, "d2l", setup.spec),
+    config_json=saved,
     resume_keys=d2l_model.RESUME_KEYS,
     seed=tc.seed,
     mesh=mesh,
@@ -176,7 +172,7 @@ def train(config) -> str:
     ckpt_every=tc.ckpt_every,
     keep=tc.keep_checkpoints,
     probe=probe,
-    start_params=start_params(setup, tc.init_from) if tc.init_from else None,
+    start_params=start_params(setup, saved, tc.init_from) if tc.init_from else None,
   )
   writer.close()
   return config.workdir

@@ -181,18 +181,25 @@ def restore(mngr: ocp.CheckpointManager, like_state, step: int | None = None):
   return restored["state"]
 
 
+def config_difference(old: dict, new: dict, keys: dict[str, str]) -> str | None:
+  """What differs between two saved configs in `keys` (config key -> what it means), e.g.
+  'base model differs: a vs b', or None when they agree."""
+  as_json = lambda value: json.loads(json.dumps(value))  # tuples and lists compare equal
+  for key, describe in keys.items():
+    if as_json(old.get(key)) != as_json(new.get(key)):
+      return f"{describe} differs: {old.get(key)} vs {new.get(key)}"
+  return None
+
+
 def check_resumable(mngr: ocp.CheckpointManager, saved: dict, keys: dict[str, str]) -> None:
   """Refuses to resume a checkpoint written by a config that differs in `keys` (config key ->
   what it means), e.g. one that makes adapters of another shape."""
   step = mngr.latest_step()
   if step is None:
     return
-  old = _saved_config(mngr, step)
-  as_json = lambda value: json.loads(json.dumps(value))  # tuples and lists compare equal
-  for key, describe in keys.items():
-    if as_json(old.get(key)) != as_json(saved.get(key)):
-      raise ValueError(
-        f"{str(mngr.directory)!r} holds a checkpoint of another config ({describe} "
-        f"differs: {old.get(key)} vs {saved.get(key)}); use a fresh --config.workdir "
-        f"or the original config"
-      )
+  difference = config_difference(_saved_config(mngr, step), saved, keys)
+  if difference:
+    raise ValueError(
+      f"{str(mngr.directory)!r} holds a checkpoint of another config ({difference}); use a "
+      f"fresh --config.workdir or the original config"
+    )
