@@ -27,6 +27,17 @@ def train_main(argv: list[str]) -> int:
   return cli_config.run_training(train_lib.train, config, "d2l")
 
 
+def positive_int(text: str) -> int:
+  """argparse type: a whole number above 0."""
+  try:
+    value = int(text)
+  except ValueError:
+    value = 0
+  if value <= 0:
+    raise argparse.ArgumentTypeError(f"must be a whole number above 0, not {text!r}")
+  return value
+
+
 def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
     prog="d2l",
@@ -38,18 +49,32 @@ def _parser() -> argparse.ArgumentParser:
   sub = parser.add_subparsers(dest="command", required=True)
   sub.add_parser("train", help="meta-train (see `d2l train --help`)")
   checkpoint = dict(required=True, help="a `d2l train` workdir")
-  chunk = dict(type=int, help="chunk length in tokens (default: the checkpoint's eval.chunk_len)")
+  chunk = dict(
+    type=positive_int, help="chunk length in tokens (default: the checkpoint's eval.chunk_len)"
+  )
+  max_chunks = dict(
+    type=positive_int,
+    help="refuse documents of more chunks (default: what rank 512, the most serving engines "
+    "load, holds: 63 chunks at r=8)",
+  )
   i = sub.add_parser("internalize", help="document -> PEFT adapter directory")
   i.add_argument("document", help="a UTF-8 text file")
   i.add_argument("--checkpoint", **checkpoint)
-  i.add_argument("--out", required=True, help="adapter directory to write (PEFT format)")
+  i.add_argument(
+    "--out", required=True, help="a new directory to write the adapter to (PEFT format)"
+  )
+  i.add_argument(
+    "--overwrite", action="store_true", help="replace --out if it already holds an adapter"
+  )
   i.add_argument("--chunk-len", **chunk)
+  i.add_argument("--max-chunks", **max_chunks)
   a = sub.add_parser("ask", help="answer questions about a document from its adapter alone")
   a.add_argument("document", help="a UTF-8 text file")
   a.add_argument("questions", nargs="+", help="one or more questions")
   a.add_argument("--checkpoint", **checkpoint)
   a.add_argument("--chunk-len", **chunk)
-  a.add_argument("--max-new-tokens", type=int, default=48)
+  a.add_argument("--max-chunks", **max_chunks)
+  a.add_argument("--max-new-tokens", type=positive_int, default=48)
   a.add_argument(
     "--compare",
     action="store_true",
@@ -149,14 +174,22 @@ def run_command(args) -> None:
     return
   from d2l_jax.context import read_document
   from d2l_jax.internalize import Internalizer
+  from hyperlora import peft_io
 
   document = read_document(args.document)
+  if args.command == "internalize":
+    peft_io.check_out_dir(args.out, args.overwrite)  # before loading anything
+  elif any(not q.strip() for q in args.questions):
+    raise ValueError("a question is empty; ask something about the document")
   internalizer = Internalizer(args.checkpoint)
   if args.command == "internalize":
-    print(f"wrote {internalizer.export(document, args.out, args.chunk_len)}")
+    out = internalizer.export(document, args.out, args.chunk_len, args.overwrite, args.max_chunks)
+    print(f"wrote {out}")
     return
   answers = {
-    "D2L adapter": internalizer.ask(document, args.questions, args.chunk_len, args.max_new_tokens)
+    "D2L adapter": internalizer.ask(
+      document, args.questions, args.chunk_len, args.max_new_tokens, args.max_chunks
+    )
   }
   if args.compare:
     from d2l_jax.teacher import in_context_prompt

@@ -77,6 +77,9 @@ def base_config() -> ml_collections.ConfigDict:
       log_every=10,
       ckpt_every=100,
       keep_checkpoints=2,
+      # Resume a run whose config differs in fields that change training (e.g. more steps);
+      # the change is recorded in logs/events.jsonl. Off: such a resume is refused.
+      allow_config_change=False,
     )
   )
   # Device mesh and rules overrides, as T2L's (t2l_jax/config.py).

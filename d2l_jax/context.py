@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -60,6 +61,8 @@ def document_tokens(tokenizer, document: str) -> list[int]:
 
 def read_document(path: str) -> str:
   """A UTF-8 text file; binary or undecodable files are refused with the reason."""
+  if os.path.isdir(path):
+    raise ValueError(f"{path!r} is a directory; give the document as a UTF-8 text file")
   with open(path, "rb") as f:
     raw = f.read()
   if b"\x00" in raw[:4096]:

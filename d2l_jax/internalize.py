@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 
 import hyperlora
+from d2l_jax import context
 from d2l_jax import model as d2l_model
 from d2l_jax.hypernet import D2LHypernet, D2LSpec
 from hyperlora import generate as gen
 from hyperlora import peft_io, run_dir
+
+log = logging.getLogger(__name__)
+
+# The largest LoRA rank serving engines load (vLLM's --max-lora-rank tops out at 512); a document
+# needing more chunks than fit is refused unless the caller raises max_chunks.
+MAX_SERVING_RANK = 512
+ANNOUNCE_CHUNKS = 8  # documents of more chunks get their plan printed before the work starts
 
 
 class Internalizer:
@@ -30,18 +40,59 @@ class Internalizer:
   def base(self):
     return self.setup.base
 
-  def __call__(self, document: str, chunk_len: int | None = None):
+  @property
+  def default_max_chunks(self) -> int:
+    return MAX_SERVING_RANK // self.setup.spec.rank - 1
+
+  def check_size(self, document: str, chunk_len: int, max_chunks: int | None = None) -> int:
+    """The document's chunk count K; refuses (ValueError) more than max_chunks (default: what a
+    rank of MAX_SERVING_RANK holds) and announces the adapter's size above ANNOUNCE_CHUNKS."""
+    if chunk_len <= 0:
+      raise ValueError(f"the chunk length must be a positive number of tokens, not {chunk_len}")
+    tokens = len(context.content_tokens(self.base.tokenizer, document))
+    chunks = math.ceil(tokens / chunk_len)
+    spec = self.setup.spec
+    rank = (chunks + 1) * spec.rank
+    megabytes = rank * spec.num_layers * sum(d_in + d_out for d_in, d_out in spec.dims) * 4 / 1e6
+    limit = self.default_max_chunks if max_chunks is None else max_chunks
+    if chunks > limit:
+      raise ValueError(
+        f"the document has {tokens:,} tokens: {chunks:,} chunks of {chunk_len} make an adapter of "
+        f"rank {rank:,} ({megabytes:,.1f} MB), above {limit} chunks (rank "
+        f"{(limit + 1) * spec.rank}, the most serving engines load); raise --chunk-len, or pass "
+        f"--max-chunks {chunks} to make it anyway"
+      )
+    if chunks > ANNOUNCE_CHUNKS:
+      log.info(
+        "internalising %s tokens as %d chunks of %d: adapter rank %d, %.1f MB",
+        f"{tokens:,}",
+        chunks,
+        chunk_len,
+        rank,
+        megabytes,
+      )
+    return chunks
+
+  def __call__(self, document: str, chunk_len: int | None = None, max_chunks: int | None = None):
     """The document's adapter: rank (K + 1) r for K = ceil(tokens / chunk_len) chunks."""
     ec = self.config.eval
-    return self.setup.internalize(
-      self.params, document, chunk_len or ec.chunk_len, ec.get("chunk_scaling", "none")
-    )
+    chunk_len = ec.chunk_len if chunk_len is None else chunk_len
+    self.check_size(document, chunk_len, max_chunks)
+    return self.setup.internalize(self.params, document, chunk_len, ec.get("chunk_scaling", "none"))
 
-  def export(self, document: str, out_dir: str, chunk_len: int | None = None) -> str:
-    lora = self(document, chunk_len)
+  def export(
+    self,
+    document: str,
+    out_dir: str,
+    chunk_len: int | None = None,
+    overwrite: bool = False,
+    max_chunks: int | None = None,
+  ) -> str:
+    lora = self(document, chunk_len, max_chunks)
     return peft_io.export(
       lora,
       out_dir,
+      overwrite=overwrite,
       base_model=self.base_model,
       extra={"d2l_checkpoint": os.path.abspath(self.workdir), "document_chars": len(document)},
     )
@@ -52,5 +103,8 @@ class Internalizer:
     questions: list[str],
     chunk_len: int | None = None,
     max_new_tokens: int = 48,
+    max_chunks: int | None = None,
   ) -> list[str]:
-    return gen.chat(self.base, questions, max_new_tokens, self(document, chunk_len))
+    if not questions or any(not q.strip() for q in questions):
+      raise ValueError("a question is empty; ask something about the document")
+    return gen.chat(self.base, questions, max_new_tokens, self(document, chunk_len, max_chunks))

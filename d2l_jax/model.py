@@ -22,6 +22,10 @@ RESUME_KEYS = {
   "base_model": "base model",
   "features": "context feature layers",
 }
+# D2L fields a resumed run may change besides the core's (train_checkpoints.FREE_KEYS): the warm
+# start is read only when there is nothing to resume; the teacher batch only groups the targets'
+# computation.
+FREE_KEYS = ("train.init_from", "data.teacher_batch")
 
 
 def spec_from_config(config, model_config) -> D2LSpec:

@@ -162,6 +162,8 @@ def train(config) -> str:
     directory=paths["checkpoints"],
     config_json=saved,
     resume_keys=d2l_model.RESUME_KEYS,
+    free_keys=d2l_model.FREE_KEYS,
+    allow_config_change=tc.allow_config_change,
     seed=tc.seed,
     mesh=mesh,
     rules=rules,

@@ -7,6 +7,7 @@ No PyTorch on this path.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -74,6 +75,20 @@ class LoadedModel:
     return self.params["embed_tokens"]["embedding"].dtype
 
 
+@contextlib.contextmanager
+def reading(path: str):
+  """Turns a failure to parse a weights file (a truncated download, another file renamed) into one
+  ValueError that says so. Only the parsing runs inside: what the weights hold (a shape the config
+  does not expect) is checked outside and keeps its own message."""
+  try:
+    yield
+  except (safetensors.SafetensorError, OSError, EOFError, IndexError, ValueError) as err:
+    raise ValueError(
+      f"{path!r} could not be read, it looks truncated or damaged ({type(err).__name__}: {err}); "
+      f"copy the file again"
+    ) from err
+
+
 def resolve(path_or_name: str) -> str:
   """An embedded model name (e.g. 'smollm2') -> its file; anything else is returned as is."""
   if path_or_name in EMBEDDED_MODELS:
@@ -125,7 +140,9 @@ def load_config(path_or_name: str) -> ModelConfig:
     return shapes.named_config(path_or_name)
   path = resolve(path_or_name)
   if os.path.isfile(path) and path.endswith(".gguf"):
-    return _gguf_config(gguf.GGUFReader(path), path)
+    with reading(path):
+      reader = gguf.GGUFReader(path)
+    return _gguf_config(reader, path)
   if os.path.isdir(path):
     return _hf_config(path)
   raise FileNotFoundError(f"no model at {path!r}")
@@ -168,7 +185,9 @@ def _load_hf_dir(path: str, dtype, with_tokenizer: bool) -> LoadedModel:
 
   def tensors():
     for name in files:
-      with safetensors.safe_open(os.path.join(path, name), framework="flax") as f:
+      file = os.path.join(path, name)
+      # The consumer's own errors never enter a generator, so only reading is caught here.
+      with reading(file), safetensors.safe_open(file, framework="flax") as f:
         for key in f.keys():
           yield key, f.get_tensor(key)
 
@@ -230,13 +249,15 @@ def _gguf_config(reader, path: str) -> ModelConfig:
 
 
 def _load_gguf(path: str, dtype, with_tokenizer: bool) -> LoadedModel:
-  reader = gguf.GGUFReader(path)
+  with reading(path):
+    reader = gguf.GGUFReader(path)
   config = _gguf_config(reader, path)
   n_heads, n_kv = config.num_heads, config.num_kv_heads
 
   def tensors():
     for tensor in reader.tensors:
-      weight = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
+      with reading(path):
+        weight = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
       if tensor.name in _GGUF_TOP:
         yield _GGUF_TOP[tensor.name], weight
         continue

@@ -44,7 +44,11 @@ def _parser() -> argparse.ArgumentParser:
   chat.add_argument("prompts", nargs="+", help="one or more user messages (answered as one batch)")
   chat.add_argument("--model", default="smollm2", help="embedded name, HF directory or .gguf file")
   chat.add_argument("--adapter", help="PEFT LoRA directory to apply (must fit the model)")
-  chat.add_argument("--system", help="system message")
+  chat.add_argument(
+    "--system",
+    help="system message; --system \"\" gives an empty system turn (default: none, so the "
+    "chat template may add its own)",
+  )
   chat.add_argument("--max-new-tokens", type=int, default=64)
   chat.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
   chat.add_argument("--seed", type=int, default=0)
@@ -135,10 +139,7 @@ def main(argv: list[str] | None = None) -> int:
   if argv and argv[0] == "plan":
     return plan_main(argv[1:])
   args = _parser().parse_args(argv)
-  handler = logging.StreamHandler(sys.stderr)
-  handler.setFormatter(logging.Formatter("%(message)s"))
-  logging.getLogger("hyperlora").addHandler(handler)
-  logging.getLogger("hyperlora").setLevel(logging.INFO)
+  cli_config.setup_logging()
   import jax
   import jax.numpy as jnp
 

@@ -15,6 +15,8 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
+from hyperlora import config_checks
+
 CONFIG_HELP = (
   "  --config=FILE          an experiment file (get_config())\n"
   "  --config.KEY=VALUE     override any config field, e.g. --config.train.steps=50\n"
@@ -32,13 +34,30 @@ def load_config_file(path: str):
   return module.get_config()
 
 
+class _StderrHandler(logging.StreamHandler):
+  """Writes to whatever sys.stderr is when a record is emitted (not the one at set-up), so a
+  command run twice in one process (tests, notebooks) logs to the current stream."""
+
+  @property
+  def stream(self):
+    return sys.stderr
+
+  @stream.setter
+  def stream(self, _):
+    pass
+
+
 def setup_logging(*packages: str) -> None:
-  handler = logging.StreamHandler(sys.stderr)
+  """Our messages, one line each, on stderr; calling it again replaces its handler (no doubles)."""
+  handler = _StderrHandler()
   handler.setFormatter(logging.Formatter("%(message)s"))
   for name in ("hyperlora", *packages):
-    logging.getLogger(name).addHandler(handler)
-    logging.getLogger(name).setLevel(logging.INFO)
-    logging.getLogger(name).propagate = False  # absl also installs a root handler
+    logger = logging.getLogger(name)
+    for old in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
+      logger.removeHandler(old)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # absl also installs a root handler
 
 
 def parse(prog: str, argv: list[str], usage: str, define_extra=None):
@@ -64,17 +83,40 @@ def parse(prog: str, argv: list[str], usage: str, define_extra=None):
     return None, None
   try:
     flag_values(args)
-  except flags.Error as err:  # e.g. --config.train.lr=abc, or a key the config does not have
+  except flags.Error as err:  # e.g. --config.train.lr=abc
     print(
       f"error: {err} (fix that flag: --config.KEY=VALUE takes the type of the config's field; "
       f"see the config file)",
       file=sys.stderr,
     )
     return None, None
+  except (AttributeError, KeyError) as err:  # a key the config does not have
+    print(f"error: {_unknown_field(args, err)}", file=sys.stderr)
+    return None, None
   if flag_values.config is None:
     print("error: --config is required (a configs/*/*.py file)", file=sys.stderr)
     return None, None
+  try:
+    config_checks.validate(flag_values.config)
+  except ValueError as err:
+    print(f"error: {err}", file=sys.stderr)
+    return None, None
   return flag_values.config, flag_values
+
+
+def _unknown_field(args: list[str], err: Exception) -> str:
+  """One line for an override of a field the config lacks: the flag, and ml_collections' hint."""
+  while err.args and isinstance(err.args[0], BaseException):  # AttributeError(KeyError(text))
+    err = err.args[0]
+  text = str(err.args[0] if err.args else err)
+  name, _, hint = text.partition("\n")
+  name = name.strip("'\"")
+  flag = next((a.split("=")[0] for a in args if a.startswith("--config.") and name in a), name)
+  return (
+    f"{flag}: the config has no field {name!r}"
+    + (f"; {hint.strip()}" if hint else "")
+    + (" (see the config file for its fields)")
+  )
 
 
 def start(config) -> None:
@@ -93,13 +135,20 @@ def guarded(command) -> int:
   one line and gives 2; a preempted training run gives 143 once its checkpoint is written; a
   checkpoint that cannot be read gives 1 (nothing on disk was changed)."""
   from hyperlora.train import Preempted
-  from hyperlora.train_checkpoints import CheckpointReadError
+  from hyperlora.train_checkpoints import CheckpointReadError, CheckpointWriteError
 
   try:
     return command() or 0
   except Preempted as stop:
     print(stop, file=sys.stderr)
     return stop.code
+  except CheckpointWriteError as err:
+    print(f"error: {err}", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Orbax's writer threads can stay blocked after a failed write, and an ordinary exit would
+    # wait for them forever (a scheduler job holding its allocation): leave without them.
+    os._exit(1)
   except CheckpointReadError as err:
     print(f"error: {err}", file=sys.stderr)
     return 1
@@ -109,8 +158,15 @@ def guarded(command) -> int:
 
 
 def run_training(train_fn, config, prog: str) -> int:
+  """Trains with the workdir locked for the run's life (process 0 holds it), so a second trainer
+  on the same workdir exits at once instead of colliding with this one."""
+  import jax
+
+  from hyperlora import run_lock
+
   def command():
-    workdir = train_fn(config)
+    with run_lock.hold(config.workdir, enabled=jax.process_index() == 0):
+      workdir = train_fn(config)
     print(f"checkpoints in {workdir}; next: {prog} eval --checkpoint {workdir}")
 
   return guarded(command)

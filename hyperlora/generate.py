@@ -60,7 +60,7 @@ def encode_chat(
   tokenizer, prompts: list[str], system: str | None = None, width: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
   """Chat-formatted, left-padded token ids and mask [batch, seq] for a list of user messages."""
-  rows = [prompt_ids(tokenizer, Example(p, "", system or "")) for p in prompts]
+  rows = [prompt_ids(tokenizer, Example(p, "", system)) for p in prompts]
   return left_pad(rows, tokenizer.pad_token_id or 0, width)
 
 
@@ -128,9 +128,7 @@ def chat(
   eos = eos_ids_of(tok, loaded.config)
   model = loaded.module(dtype)
   size = batch or len(prompts)
-  rows = [
-    prompt_ids(tok, p if isinstance(p, Example) else Example(p, "", system or "")) for p in prompts
-  ]
+  rows = [prompt_ids(tok, p if isinstance(p, Example) else Example(p, "", system)) for p in prompts]
   answers = []
   starts = range(0, len(rows), size)
   for start in tqdm(starts, desc=desc, leave=False, disable=desc is None or len(starts) < 2):

@@ -1,36 +1,90 @@
-"""Metric writers: TensorBoard event files (tensorboardX) plus a JSON-lines log; process 0 only."""
+"""Metric writers: TensorBoard event files (tensorboardX) plus a JSON-lines log; process 0 only.
+
+  logs/metrics.jsonl        one row per logged step: {"step", "prefix", metrics...}
+  logs/<prefix>/events.*    TensorBoard events, one TensorBoard run per prefix (t2l, multitask, ...)
+  logs/events.jsonl         what happened to the run besides metrics (e.g. a config change)
+
+A resumed run redoes the steps after its checkpoint: `resume` drops their rows from metrics.jsonl
+and tells TensorBoard to purge them, so no reader counts a step twice.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import time
 
 import jax
 import numpy as np
 from tensorboardX import SummaryWriter
 
+METRICS_FILE = "metrics.jsonl"
+EVENTS_FILE = "events.jsonl"
+
 
 class MetricWriter:
   def __init__(self, logdir: str):
     self.enabled = jax.process_index() == 0
+    self.logdir = logdir
     if not self.enabled:
       return
     os.makedirs(logdir, exist_ok=True)
-    self._tb = SummaryWriter(logdir)
-    self._jsonl = open(os.path.join(logdir, "metrics.jsonl"), "a")
+    self._tb: dict[str, SummaryWriter] = {}
+    self._jsonl = open(os.path.join(logdir, METRICS_FILE), "a")
+
+  def _board(self, prefix: str, purge_step: int | None = None) -> SummaryWriter:
+    if prefix not in self._tb:
+      self._tb[prefix] = SummaryWriter(os.path.join(self.logdir, prefix), purge_step=purge_step)
+    return self._tb[prefix]
+
+  def resume(self, prefix: str, step: int) -> None:
+    """The run `prefix` restarts after `step`: its rows of later steps are dropped and TensorBoard
+    purges its events from step + 1 on."""
+    if not self.enabled:
+      return
+    path = os.path.join(self.logdir, METRICS_FILE)
+    self._jsonl.close()
+    with open(path) as f:
+      rows = f.readlines()
+    kept = [r for r in rows if not _after(r, prefix, step)]
+    if len(kept) != len(rows):
+      with open(path + ".tmp", "w") as f:
+        f.writelines(kept)
+      os.replace(path + ".tmp", path)
+    self._jsonl = open(path, "a")
+    if prefix in self._tb:
+      self._tb.pop(prefix).close()
+    self._board(prefix, purge_step=step + 1)
 
   def write(self, step: int, metrics: dict, prefix: str = "") -> None:
     if not self.enabled:
       return
+    board = self._board(prefix)
     for name, value in metrics.items():
-      self._tb.add_scalar(f"{prefix}/{name}" if prefix else name, value, step)
+      board.add_scalar(f"{prefix}/{name}" if prefix else name, value, step)
     self._jsonl.write(json.dumps({"step": step, "prefix": prefix, **metrics}) + "\n")
     self._jsonl.flush()
 
+  def event(self, kind: str, **details) -> None:
+    """Records something that happened to the run (logs/events.jsonl)."""
+    if not self.enabled:
+      return
+    with open(os.path.join(self.logdir, EVENTS_FILE), "a") as f:
+      f.write(json.dumps({"time": time.strftime("%F %T"), "event": kind, **details}) + "\n")
+
   def close(self) -> None:
     if self.enabled:
-      self._tb.close()
+      for board in self._tb.values():
+        board.close()
       self._jsonl.close()
+
+
+def _after(row: str, prefix: str, step: int) -> bool:
+  try:
+    data = json.loads(row)
+  except ValueError:
+    return True  # A line torn by a killed run: dropped, or the next row would join it.
+  return data.get("prefix", "") == prefix and data.get("step", 0) > step
 
 
 def _cells(rows: list[dict], float_format: str) -> tuple[list[str], list[list[str]]]:

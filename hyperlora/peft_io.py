@@ -17,12 +17,16 @@ import jax
 import numpy as np
 import safetensors.numpy
 
+from hyperlora import base_weights
 from hyperlora import lora as lora_lib
 from hyperlora.lora import LoRA
 from hyperlora.models.config import LORA_TARGETS, ModelConfig
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
+METADATA_FILE = "hyperlora.json"
+# What an adapter directory this project writes holds; only such a directory is ever replaced.
+ADAPTER_FILES = frozenset((CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE))
 _KEY = re.compile(
   r"^base_model\.model\.model\.layers\.(\d+)\.(self_attn|mlp)\.(\w+)\.lora_([AB])\.weight$"
 )
@@ -34,11 +38,68 @@ def _key(layer: int, module: str, which: str) -> str:
   )
 
 
-def export(lora: LoRA, out_dir: str, base_model: str = "", extra: dict | None = None) -> str:
+def check_out_dir(out_dir: str, overwrite: bool = False) -> None:
+  """Refuses (ValueError) an export target that is not a new directory, an empty one, or, with
+  `overwrite`, an adapter directory (adapter_config.json + adapter_model.safetensors, at most
+  hyperlora.json beside them). Called before any work, so a bad --out costs nothing."""
+  if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
+    raise ValueError(f"--out {out_dir!r} is a file, not a directory; give a new directory path")
+  if not os.path.isdir(out_dir):
+    return
+  if os.path.islink(out_dir):
+    raise ValueError(f"--out {out_dir!r} is a symbolic link; give a new directory path")
+  names = set(os.listdir(out_dir))
+  if not names:
+    return
+  foreign = sorted(names - ADAPTER_FILES) or sorted(
+    n for n in names if not os.path.isfile(os.path.join(out_dir, n))
+  )
+  if foreign or not {CONFIG_FILE, WEIGHTS_FILE} <= names:
+    shown = ", ".join(foreign[:3] or sorted(names)) + (" ..." if len(foreign) > 3 else "")
+    raise ValueError(
+      f"--out {out_dir!r} already exists and is not an adapter directory (it holds {shown}); "
+      f"nothing was written: give a new directory path"
+    )
+  if not overwrite:
+    raise ValueError(
+      f"--out {out_dir!r} already holds an adapter; pass --overwrite to replace it, or give a "
+      f"new directory path"
+    )
+
+
+def _replace_dir(staging: str, out_dir: str) -> None:
+  """Moves the finished `staging` directory to `out_dir`. An existing adapter there (checked by
+  check_out_dir) is renamed aside first and deleted file by file only once the new one is in
+  place, so a failure at any point leaves one complete adapter at out_dir."""
+  if not os.path.isdir(out_dir):
+    os.rename(staging, out_dir)
+    return
+  old = staging + ".old"
+  os.rename(out_dir, old)
+  try:
+    os.rename(staging, out_dir)
+  except BaseException:
+    os.rename(old, out_dir)
+    raise
+  for name in os.listdir(old):
+    os.remove(os.path.join(old, name))
+  os.rmdir(old)
+
+
+def export(
+  lora: LoRA,
+  out_dir: str,
+  base_model: str = "",
+  extra: dict | None = None,
+  overwrite: bool = False,
+) -> str:
   """Writes one adapter (unbatched LoRA) as a PEFT directory; returns out_dir.
 
-  `extra` is stored as hyperlora.json beside the adapter (e.g. the task description).
+  out_dir must be new or empty, or (with `overwrite`) an adapter directory: anything else is
+  refused with nothing written (check_out_dir). `extra` is stored as hyperlora.json beside the
+  adapter (e.g. the task description).
   """
+  check_out_dir(out_dir, overwrite)
   if lora.is_batched:
     raise ValueError("export takes one adapter; use export_batch for per-example adapters")
   lora.check_modules()
@@ -73,11 +134,10 @@ def export(lora: LoRA, out_dir: str, base_model: str = "", extra: dict | None = 
     with open(os.path.join(staging, CONFIG_FILE), "w") as f:
       json.dump(config, f, indent=2)
     if extra:
-      with open(os.path.join(staging, "hyperlora.json"), "w") as f:
+      with open(os.path.join(staging, METADATA_FILE), "w") as f:
         json.dump(extra, f, indent=2)
-    if os.path.isdir(out_dir):
-      shutil.rmtree(out_dir)
-    os.replace(staging, out_dir)
+    check_out_dir(out_dir, overwrite)  # Again: the export took time, something may be there now.
+    _replace_dir(staging, out_dir)
   except BaseException:
     shutil.rmtree(staging, ignore_errors=True)
     raise
@@ -85,14 +145,22 @@ def export(lora: LoRA, out_dir: str, base_model: str = "", extra: dict | None = 
 
 
 def export_batch(
-  lora: LoRA, out_dirs: list[str], base_model: str = "", extras: list[dict] | None = None
+  lora: LoRA,
+  out_dirs: list[str],
+  base_model: str = "",
+  extras: list[dict] | None = None,
+  overwrite: bool = False,
 ) -> list[str]:
-  """Per-example adapters (batched LoRA) -> one PEFT directory each."""
+  """Per-example adapters (batched LoRA) -> one PEFT directory each (every target checked before
+  the first is written)."""
   if not lora.is_batched or lora.batch_size != len(out_dirs):
     raise ValueError(f"need a batched LoRA with one adapter per directory ({len(out_dirs)})")
+  for d in out_dirs:
+    check_out_dir(d, overwrite)
   extras = extras or [None] * len(out_dirs)
   return [
-    export(lora.example(i), d, base_model, e) for i, (d, e) in enumerate(zip(out_dirs, extras))
+    export(lora.example(i), d, base_model, e, overwrite)
+    for i, (d, e) in enumerate(zip(out_dirs, extras))
   ]
 
 
@@ -120,7 +188,9 @@ def load(adapter_dir: str, config: ModelConfig | None = None) -> LoRA:
   )
 
   per_module: dict[str, dict[str, dict[int, np.ndarray]]] = {}
-  for key, array in safetensors.numpy.load_file(weights_path).items():
+  with base_weights.reading(weights_path):
+    tensors = safetensors.numpy.load_file(weights_path)
+  for key, array in tensors.items():
     match = _KEY.match(key)
     if not match:
       raise ValueError(

@@ -13,14 +13,15 @@ import numpy as np
 class Example(NamedTuple):
   prompt: str  # the user turn
   target: str  # the answer the model should give
-  system: str = ""
+  # None: no system turn (the chat template may add its default one, as SmolLM2's does); "": an
+  # empty system turn, so the user turn is the only text the model is given.
+  system: str | None = None
   prefill: str = ""  # text the assistant turn starts with (not scored)
 
 
 def _messages(example: Example) -> list[dict]:
-  return ([{"role": "system", "content": example.system}] if example.system else []) + [
-    {"role": "user", "content": example.prompt}
-  ]
+  system = [] if example.system is None else [{"role": "system", "content": example.system}]
+  return system + [{"role": "user", "content": example.prompt}]
 
 
 def prompt_ids(tokenizer, example: Example) -> list[int]:

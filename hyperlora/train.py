@@ -368,19 +368,21 @@ def fit(
         if writer is not None:
           writer.write(done, metrics, prefix=desc)
       stop = preemption.should_stop()
-      if mngr is not None and (stop or done % ckpt_every == 0 or done == total_steps):
-        train_checkpoints.save(
-          mngr, done, state, config_json or {}, force=stop or done == total_steps
-        )
+      if mngr is not None:
+        train_checkpoints.check_background_write(mngr)
+        if stop or done % ckpt_every == 0 or done == total_steps:
+          train_checkpoints.save(
+            mngr, done, state, config_json or {}, force=stop or done == total_steps
+          )
       if stop:
         bar.close()
         if mngr is not None:
-          mngr.wait_until_finished()
+          train_checkpoints.wait(mngr)
         raise Preempted(
           done, str(mngr.directory) if mngr is not None else "(no checkpoint manager)"
         )
   if mngr is not None:
-    mngr.wait_until_finished()
+    train_checkpoints.wait(mngr)
   return state
 
 
@@ -395,6 +397,8 @@ def run(
   config_json: dict,
   resume_keys: dict[str, str],
   seed: int,
+  free_keys: tuple[str, ...] = (),
+  allow_config_change: bool = False,
   mesh=None,
   base_params=None,
   rules=sharding.RULES,
@@ -407,7 +411,8 @@ def run(
   start_params: Callable[[], dict] | None = None,
 ) -> TrainState:
   """Creates the (sharded) state, or resumes the newest intact checkpoint in `directory` after
-  checking that it was written by a compatible config (`resume_keys`), then fits to `steps`.
+  checking that it was written by a compatible config (`resume_keys` must agree; every other field
+  but `free_keys` too, unless `allow_config_change`), then fits to `steps`.
   `start_params` (a warm start: another run's trained params) replaces the fresh params when there
   is no checkpoint to resume; the optimizer state and step start from zero.
 
@@ -417,10 +422,23 @@ def run(
   state, state_shardings = create_state(init_params, optimizer, seed, mesh, rules)
   mngr = train_checkpoints.manager(directory, keep=keep)
   train_checkpoints.set_aside_damaged(mngr)
-  train_checkpoints.check_resumable(mngr, config_json, resume_keys)
+  changes = train_checkpoints.check_resumable(
+    mngr,
+    config_json,
+    resume_keys,
+    train_checkpoints.FREE_KEYS + tuple(free_keys),
+    allow_config_change,
+  )
   restored = train_checkpoints.restore(mngr, state)
   if restored is not None:
-    log.info("%s: resuming from step %d in %s", desc, int(restored.step), directory)
+    step = int(restored.step)
+    log.info("%s: resuming from step %d in %s", desc, step, directory)
+    if changes:
+      log.warning("%s: resuming with a changed config: %s", desc, "; ".join(changes))
+    if writer is not None:
+      writer.resume(desc, step)  # The steps after the checkpoint are redone, not logged twice.
+      if changes:
+        writer.event("config_change", run=desc, step=step, changes=changes)
     state = restored
   elif start_params is not None:
     params = start_params()

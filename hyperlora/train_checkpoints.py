@@ -10,6 +10,7 @@ leaves every checkpoint as it was: rerunning later resumes from them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -29,6 +30,24 @@ class CheckpointReadError(RuntimeError):
   """A checkpoint could not be read for a reason other than damage; nothing was changed on disk."""
 
 
+class CheckpointWriteError(RuntimeError):
+  """A checkpoint could not be written (read-only or full storage, ...). Orbax's writer threads
+  may be left blocked after such a failure, so a command that gets one must exit at once
+  (cli_config.guarded does) rather than wait for them."""
+
+
+@contextlib.contextmanager
+def _writing(mngr: ocp.CheckpointManager, what: str):
+  try:
+    yield
+  except Exception as err:
+    raise CheckpointWriteError(
+      f"could not write {what} in {mngr.directory} ({type(err).__name__}: {err}); the "
+      f"checkpoints already there are as they were: fix the storage (space, permissions), then "
+      f"run the same command to resume from the last one"
+    ) from err
+
+
 def manager(directory: str, keep: int = 3, save_every: int = 1) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(
     max_to_keep=keep, save_interval_steps=save_every, create=True, enable_async_checkpointing=True
@@ -37,11 +56,29 @@ def manager(directory: str, keep: int = 3, save_every: int = 1) -> ocp.Checkpoin
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state, config: dict, force: bool = False) -> bool:
-  return mngr.save(
-    step,
-    args=ocp.args.Composite(state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config)),
-    force=force,
-  )
+  """Starts writing checkpoint `step` in the background; CheckpointWriteError if this or the
+  previous background write failed."""
+  with _writing(mngr, f"checkpoint step {step}"):
+    return mngr.save(
+      step,
+      args=ocp.args.Composite(state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config)),
+      force=force,
+    )
+
+
+def wait(mngr: ocp.CheckpointManager) -> None:
+  """Blocks until the background write is done; CheckpointWriteError if it failed."""
+  with _writing(mngr, "a checkpoint"):
+    mngr.wait_until_finished()
+
+
+def check_background_write(mngr: ocp.CheckpointManager) -> None:
+  """Raises CheckpointWriteError as soon as a finished background write has failed (called every
+  step, so a failure stops training within a step, not at the next checkpoint). Without a write
+  in progress, waiting returns at once with its outcome. One process alone: in a multi-host run
+  the processes would not agree on when to wait, so the failure surfaces at the next save."""
+  if jax.process_count() == 1 and not mngr.is_saving_in_progress():
+    wait(mngr)
 
 
 def config_json(config) -> dict:
@@ -191,15 +228,70 @@ def config_difference(old: dict, new: dict, keys: dict[str, str]) -> str | None:
   return None
 
 
-def check_resumable(mngr: ocp.CheckpointManager, saved: dict, keys: dict[str, str]) -> None:
+# Saved-config fields that never change what training computes (where logs and checkpoints go
+# and how often, how the step is laid out or recomputed, evaluation): a resumed run may change
+# them freely. A method adds its own (run(..., free_keys=...)).
+FREE_KEYS = (
+  "workdir",
+  "mesh",
+  "eval",
+  "train.log_every",
+  "train.ckpt_every",
+  "train.keep_checkpoints",
+  "train.remat",
+  "train.allow_config_change",
+)
+
+
+def _flatten(tree, prefix: str = "") -> dict:
+  if not isinstance(tree, dict):
+    return {prefix: json.loads(json.dumps(tree))}  # tuples and lists compare equal
+  out = {}
+  for key, value in tree.items():
+    out.update(_flatten(value, f"{prefix}.{key}" if prefix else key))
+  return out
+
+
+def config_changes(old: dict, new: dict, free_keys=FREE_KEYS) -> list[str]:
+  """'train.lr 0.0003 -> 0.001' for every saved-config field (dotted) whose value differs, except
+  `free_keys` (fields or whole sections). Fields only one side has are not compared: a field added
+  to the code since (or removed) keeps its default's meaning."""
+  free = lambda key: any(key == f or key.startswith(f + ".") for f in free_keys)
+  before, after = _flatten(old), _flatten(new)
+  return [
+    f"{key} {before[key]} -> {after[key]}"
+    for key in sorted(before.keys() & after.keys())
+    if not free(key) and before[key] != after[key]
+  ]
+
+
+def check_resumable(
+  mngr: ocp.CheckpointManager,
+  saved: dict,
+  keys: dict[str, str],
+  free_keys=FREE_KEYS,
+  allow_change: bool = False,
+) -> list[str]:
   """Refuses to resume a checkpoint written by a config that differs in `keys` (config key ->
-  what it means), e.g. one that makes adapters of another shape."""
+  what it means; e.g. one that makes adapters of another shape), or in any field that changes what
+  training computes (data, batch, seed, optimizer, schedule, loss, steps) unless `allow_change`.
+  Returns the allowed changes, for the run's logs ([] when none or nothing to resume)."""
   step = mngr.latest_step()
   if step is None:
-    return
-  difference = config_difference(_saved_config(mngr, step), saved, keys)
+    return []
+  old = _saved_config(mngr, step)
+  difference = config_difference(old, saved, keys)
   if difference:
     raise ValueError(
       f"{str(mngr.directory)!r} holds a checkpoint of another config ({difference}); use a "
       f"fresh --config.workdir or the original config"
     )
+  changes = config_changes(old, saved, free_keys)
+  if changes and not allow_change:
+    raise ValueError(
+      f"{str(mngr.directory)!r} holds step {step} of a run with another config: "
+      f"{'; '.join(changes)}; resume with the original values, use a fresh --config.workdir, or "
+      f"pass --config.train.allow_config_change=True to continue with the change (e.g. more "
+      f"steps; it is recorded in logs/events.jsonl)"
+    )
+  return changes

@@ -2,9 +2,13 @@
 
 Each (task count, seed) run meta-trains T2L and its equal-budget multi-task LoRA on a seeded sample
 of that many training tasks (nested within a seed), then evaluates base model, multi-task LoRA,
-T2L and T2L fed random descriptions (its control) on the sibling and family held-out splits. The
-summary (CSV, JSON, Markdown, PNG) gives, per task count, the mean over seeds and its 95%
+T2L and its controls (a sibling task's description, random descriptions) on the held-out splits.
+The summary (CSV, JSON, Markdown, PNG) gives, per task count, the mean over seeds and its 95%
 t-interval.
+
+Two budgets: fixed steps (the config's train.steps for every count: equal compute, so more tasks
+means fewer examples of each), or with --steps-per-task N fixed epochs (N x count steps, the
+reference's way: each task is seen as often at every count).
 
   # here, one run after another; finished runs are skipped, an interrupted one resumes
   python launch/sweep.py --config configs/t2l/sweep_cpu.py --task-counts 4 8 16 --seeds 0 1 2 \\
@@ -34,15 +38,16 @@ import sys
 import numpy as np
 from scipy import stats
 
-SPLITS = ("sibling held-out", "family held-out")
-# T2L beside its control (random descriptions) and its equal-budget baseline.
+SPLITS = ("sibling held-out", "extrapolation", "family held-out")
+# T2L beside its controls (a sibling's description, random strings) and its equal-budget baseline.
 ADAPTERS = {
   "base": "base model",
   "multitask": "multi-task LoRA",
-  "t2l_random": "T2L, random descriptions",
+  "t2l_random": "T2L, random descriptions (control)",
+  "t2l_sibling": "T2L, a sibling task's description (control)",
   "t2l": "T2L, task descriptions",
 }
-METRICS = {"exact_match": "exact match", "rougeL": "ROUGE-L"}
+METRICS = {"exact_match": "exact match", "rougeL": "ROUGE-L"}  # those the runs report
 
 
 def sweep_dir(out: str, count: int, seed: int) -> str:
@@ -54,7 +59,9 @@ def runs(counts: list[int], seeds: list[int]) -> list[tuple[int, int]]:
   return list(itertools.product(counts, seeds))
 
 
-def overrides(count: int, seed: int, workdir: str, extra: list[str]) -> list[str]:
+def overrides(
+  count: int, seed: int, workdir: str, extra: list[str], steps_per_task: int = 0
+) -> list[str]:
   return [
     f"--config.data.max_train_tasks={count}",
     f"--config.train.seed={seed}",
@@ -62,6 +69,8 @@ def overrides(count: int, seed: int, workdir: str, extra: list[str]) -> list[str
     "--config.baselines.oracle_steps=0",
     "--config.eval.seen_tasks=0",  # the sweep's table has the held-out splits only
     *extra,
+    # Last, so it wins over a train.steps among the extra overrides.
+    *([f"--config.train.steps={steps_per_task * count}"] if steps_per_task else []),
   ]
 
 
@@ -69,7 +78,9 @@ def eval_json(workdir: str) -> str:
   return os.path.join(workdir, "eval.json")
 
 
-def run_one(config_file: str, count: int, seed: int, out: str, extra: list[str]) -> None:
+def run_one(
+  config_file: str, count: int, seed: int, out: str, extra: list[str], steps_per_task: int = 0
+) -> None:
   """One (task count, seed) run in this process, configured as `t2l train` would be. A finished
   run (its eval.json exists) is skipped; an unfinished one resumes from its checkpoints."""
   # Training code (JAX) loads only for runs here: printing and submitting stay instant.
@@ -82,7 +93,9 @@ def run_one(config_file: str, count: int, seed: int, out: str, extra: list[str])
     print(f"{workdir}: finished, skipped", file=sys.stderr)
     return
   config, _ = cli_config.parse(
-    "sweep", [f"--config={config_file}", *overrides(count, seed, workdir, extra)], ""
+    "sweep",
+    [f"--config={config_file}", *overrides(count, seed, workdir, extra, steps_per_task)],
+    "",
   )
   if config is None:
     raise SystemExit(2)
@@ -103,6 +116,7 @@ def sbatch_script(args, extra: list[str]) -> str:
     "--seeds",
     *map(str, args.seeds),
     f"--out={args.out}",
+    *([f"--steps-per-task={args.steps_per_task}"] if args.steps_per_task else []),
     "--array-index",
     "$SLURM_ARRAY_TASK_ID",
   ]
@@ -160,6 +174,7 @@ def collect(out: str, counts: list[int], seeds: list[int]) -> list[dict]:
             **{
               title: float(np.mean([x for t in by_task for x in t[metric]]))
               for metric, title in METRICS.items()
+              if all(metric in t for t in by_task)
             },
           }
         )
@@ -178,7 +193,7 @@ def summary(rows: list[dict]) -> list[dict]:
       r for r in rows if (r["split"], r["adapter"], r["train_tasks"]) == (split, adapter, count)
     ]
     row = {"split": split, "adapter": adapter, "train_tasks": count, "seeds": len(runs_here)}
-    for title in METRICS.values():
+    for title in [t for t in METRICS.values() if all(t in r for r in runs_here)]:
       mean, low, high = interval([r[title] for r in runs_here])
       row[title] = f"{mean:.3f} [{low:.3f}, {high:.3f}]"
       row[f"_{title}"] = (mean, low, high)
@@ -210,11 +225,13 @@ def write_outputs(rows: list[dict], out: str) -> list[str]:
     )
     f.write(markdown_table([{k: v for k, v in r.items() if not k.startswith("_")} for r in table]))
 
-  fig, axes = plt.subplots(len(METRICS), len(SPLITS), figsize=(6 * len(SPLITS), 4 * len(METRICS)))
-  axes = np.asarray(axes).reshape(len(METRICS), len(SPLITS))
-  for (i, title), (j, split) in itertools.product(enumerate(METRICS.values()), enumerate(SPLITS)):
+  splits = [s for s in SPLITS if any(r["split"] == s for r in table)]
+  titles = [t for t in METRICS.values() if all(f"_{t}" in r for r in table)]
+  fig, axes = plt.subplots(len(titles), len(splits), figsize=(6 * len(splits), 4 * len(titles)))
+  axes = np.asarray(axes).reshape(len(titles), len(splits))
+  for (i, title), (j, split) in itertools.product(enumerate(titles), enumerate(splits)):
     ax = axes[i, j]
-    for adapter, style in zip(ADAPTERS.values(), ("s--", "^-.", "x:", "o-")):
+    for adapter, style in zip(ADAPTERS.values(), ("s--", "^-.", "d:", "x:", "o-")):
       points = [r for r in table if r["split"] == split and r["adapter"] == adapter]
       if not points:
         continue
@@ -245,6 +262,13 @@ def main(argv=None) -> int:
   parser.add_argument("--task-counts", type=int, nargs="+", required=True)
   parser.add_argument("--seeds", type=int, nargs="+", default=[0])
   parser.add_argument("--out", required=True, help="sweep directory (one workdir per run)")
+  parser.add_argument(
+    "--steps-per-task",
+    type=int,
+    default=0,
+    help="fixed epochs: train each run for this many steps per training task (default: the "
+    "config's train.steps for every count, i.e. fixed compute)",
+  )
   mode = parser.add_mutually_exclusive_group()
   mode.add_argument("--print-commands", action="store_true", help="print the runs for a scheduler")
   mode.add_argument(
@@ -267,7 +291,12 @@ def main(argv=None) -> int:
   if args.print_commands:
     for count, seed in pairs:
       workdir = sweep_dir(args.out, count, seed)
-      train = ["t2l", "train", f"--config={args.config}", *overrides(count, seed, workdir, extra)]
+      train = [
+        "t2l",
+        "train",
+        f"--config={args.config}",
+        *overrides(count, seed, workdir, extra, args.steps_per_task),
+      ]
       evaluate = ["t2l", "eval", "--checkpoint", workdir, "--out", eval_json(workdir)]
       print(shlex.join(train), "&&", shlex.join([*evaluate, "--variants", ",".join(ADAPTERS)]))
     return 0
@@ -283,11 +312,11 @@ def main(argv=None) -> int:
   if args.array_index is not None:
     if not 0 <= args.array_index < len(pairs):
       parser.error(f"--array-index {args.array_index} is outside 0..{len(pairs) - 1}")
-    run_one(args.config, *pairs[args.array_index], args.out, extra)
+    run_one(args.config, *pairs[args.array_index], args.out, extra, args.steps_per_task)
     return 0
   if not args.collect_only:
     for count, seed in pairs:
-      run_one(args.config, count, seed, args.out, extra)
+      run_one(args.config, count, seed, args.out, extra, args.steps_per_task)
   rows = collect(args.out, args.task_counts, args.seeds)
   if not rows:
     print("no finished runs to collect", file=sys.stderr)

@@ -5,6 +5,8 @@ t2l library --config configs/t2l/smollm2_suite.py --out LIBRARY_DIR   (one LoRA 
 t2l train --config configs/t2l/recon.py --config.recon.library=LIBRARY_DIR
 t2l generate --checkpoint WORKDIR "Add 7 to the number." --out ADAPTER_DIR
 t2l eval --checkpoint WORKDIR [--out results.json]      (also writes results.md)
+t2l encoders --config configs/t2l/smollm2_channel.py [--out encoders.json]
+                                        (how MiniLM and the base model separate the suite's tasks)
 """
 
 from __future__ import annotations
@@ -20,14 +22,18 @@ def config_main(command: str, argv: list[str]) -> int:
 
   def out_flag(flags, flag_values):
     flags.DEFINE_string(
-      "out", None, "library: directory for the per-task PEFT adapters", flag_values=flag_values
+      "out",
+      None,
+      "library: directory for the per-task PEFT adapters; encoders: JSON file",
+      flag_values=flag_values,
     )
 
   usage = (
     __doc__
     + "\nflags:\n"
     + cli_config.CONFIG_HELP
-    + "  --out=DIR              (library) where to write one PEFT adapter per training task"
+    + "  --out=DIR              (library) where to write one PEFT adapter per training task\n"
+    + "  --out=FILE             (encoders) also write the tables as JSON (and Markdown beside it)"
   )
   config, flag_values = cli_config.parse(f"t2l {command}", argv, usage, out_flag)
   if config is None:
@@ -35,6 +41,13 @@ def config_main(command: str, argv: list[str]) -> int:
   cli_config.start(config)
   from t2l_jax import train as train_lib
 
+  if command == "encoders":
+    from t2l_jax import description_stats
+    from t2l_jax import model as t2l_model
+
+    return cli_config.guarded(
+      lambda: description_stats.report(t2l_model.build(config), config, flag_values.out) and None
+    )
   if command == "library":
     if not flag_values.out or not config.baselines.oracle_steps:
       print(
@@ -43,12 +56,14 @@ def config_main(command: str, argv: list[str]) -> int:
       return 2
     from t2l_jax import model as t2l_model
 
-    setup = t2l_model.build(config)
-    dirs = train_lib.train_task_loras(
-      setup, config, setup.train_tasks, flag_values.out, config.baselines.oracle_steps
-    )
-    print(f"wrote {len(dirs)} adapters to {flag_values.out}")
-    return 0
+    def library():
+      setup = t2l_model.build(config)
+      dirs = train_lib.train_task_loras(
+        setup, config, setup.train_tasks, flag_values.out, config.baselines.oracle_steps
+      )
+      print(f"wrote {len(dirs)} adapters to {flag_values.out}")
+
+    return cli_config.guarded(library)
   if config.mode not in ("sft", "recon"):
     print(f"error: config.mode must be 'sft' or 'recon', not {config.mode!r}", file=sys.stderr)
     return 2
@@ -62,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
   from hyperlora.cli_config import setup_logging
 
   setup_logging("t2l_jax")
-  if argv and argv[0] in ("train", "library"):
+  if argv and argv[0] in ("train", "library", "encoders"):
     return config_main(argv[0], argv[1:])
   parser = argparse.ArgumentParser(
     prog="t2l",
@@ -73,13 +88,23 @@ def main(argv: list[str] | None = None) -> int:
   sub = parser.add_subparsers(dest="command", required=True)
   sub.add_parser("train", help="meta-train, SFT or reconstruction (see `t2l train --help`)")
   sub.add_parser("library", help="train one LoRA per training task (see `t2l library --help`)")
+  sub.add_parser(
+    "encoders",
+    help="per family: description cosines and nearest-own-task rate for MiniLM and the base model",
+  )
   g = sub.add_parser("generate", help="description -> PEFT adapter directory")
   g.add_argument("description", help="what the task is, in a sentence or two")
   g.add_argument("--checkpoint", required=True, help="a `t2l train` workdir")
-  g.add_argument("--out", required=True, help="adapter directory to write (PEFT format)")
+  g.add_argument(
+    "--out", required=True, help="a new directory to write the adapter to (PEFT format)"
+  )
+  g.add_argument(
+    "--overwrite", action="store_true", help="replace --out if it already holds an adapter"
+  )
   g.add_argument("--model", help="base model the adapter is for (default: the checkpoint's)")
+  # argparse formats help strings with %: a literal percent sign is written %%.
   e = sub.add_parser(
-    "eval", help="zero-shot tables (sibling / family held-out, seen tasks) with 95% intervals"
+    "eval", help="zero-shot tables (sibling / family held-out, seen tasks) with 95%% intervals"
   )
   e.add_argument("--checkpoint", required=True, help="a `t2l train` workdir")
   e.add_argument(
@@ -99,10 +124,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_command(args) -> None:
   if args.command == "generate":
+    from hyperlora import peft_io
     from t2l_jax.generate import Generator
 
-    out = Generator(args.checkpoint, args.model).export(args.description, args.out)
-    print(f"wrote {out}")
+    if not args.description.strip():
+      raise ValueError("the description is empty; say what the task is")
+    peft_io.check_out_dir(args.out, args.overwrite)  # before loading anything
+    generator = Generator(args.checkpoint, args.model)
+    print(f"wrote {generator.export(args.description, args.out, args.overwrite)}")
   else:
     from t2l_jax.evaluate import evaluate
 

@@ -27,7 +27,9 @@ def base_config() -> ml_collections.ConfigDict:
       dropout=0.05,
     )
   )
-  # suite 'generated' (embedded) or 'lol' (Lots-of-LoRAs format under tasks_dir, see lol_data.py).
+  # suite 'generated' (embedded; the task's definition in the prompt), 'channel' (embedded; the
+  # prompt does not name the task, t2l_jax/channel_suite.py) or 'lol' (Lots-of-LoRAs format under
+  # tasks_dir, see lol_data.py). extrapolation: held-out siblings past the trained range.
   c.data = ml_collections.ConfigDict(
     dict(
       suite="generated",
@@ -36,6 +38,7 @@ def base_config() -> ml_collections.ConfigDict:
       max_train_tasks=0,
       held_out=HELD_OUT,  # sibling held-out tasks (t2l_jax/tasks.py)
       held_out_families=HELD_OUT_FAMILIES,  # whole families held out
+      extrapolation=(),
       train_descriptions=10,
       tasks_per_batch=8,
       examples_per_task=1,
@@ -64,6 +67,9 @@ def base_config() -> ml_collections.ConfigDict:
       log_every=10,
       ckpt_every=50,
       keep_checkpoints=2,
+      # Resume a run whose config differs in fields that change training (e.g. more steps);
+      # the change is recorded in logs/events.jsonl. Off: such a resume is refused.
+      allow_config_change=False,
     )
   )
   # Device mesh (data, fsdp, tensor); one axis may be -1 (all remaining devices). rules: pairs
@@ -73,7 +79,11 @@ def base_config() -> ml_collections.ConfigDict:
   # T2L's steps (the same budget, steps x batch, as the reference's equal epochs). oracle_steps > 0:
   # one LoRA per held-out task, each trained on its own task alone for that many steps of
   # tasks_per_batch x examples_per_task examples (the upper bound T2L is compared with).
-  c.baselines = ml_collections.ConfigDict(dict(multitask=True, oracle_steps=0, lr=3e-4))
+  # multitask_described: also a multi-task LoRA whose prompts carry the description as text (same
+  # batches and steps). oracle_tasks: the held-out tasks that get an oracle (empty: all).
+  c.baselines = ml_collections.ConfigDict(
+    dict(multitask=True, multitask_described=False, oracle_steps=0, oracle_tasks=(), lr=3e-4)
+  )
   # mode 'recon': learn to reproduce a library of per-task LoRAs (PEFT dirs named by task, e.g.
   # from `t2l library`), with L1 on the factors ('factors') or on dW = B A ('delta').
   c.mode = "sft"
@@ -81,7 +91,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.recon = ml_collections.ConfigDict(dict(library="", loss="factors", z_score=True))
   # Zero-shot evaluation: examples per task, and seen_tasks training tasks sampled for the "seen"
   # split; intervals from `bootstrap` resamples (tasks, then examples).
+  # rouge: report ROUGE-L (off where echoing the input would score; the echo rate is always shown).
   c.eval = ml_collections.ConfigDict(
-    dict(examples_per_task=16, max_new_tokens=12, seed=1234, seen_tasks=12, bootstrap=2000)
+    dict(
+      examples_per_task=16, max_new_tokens=12, seed=1234, seen_tasks=12, bootstrap=2000, rouge=True
+    )
   )
   return c

@@ -30,8 +30,12 @@ class SFTBatches:
     max_answer: int = 16,
     process_index: int = 0,
     process_count: int = 1,
+    describe: bool = False,
   ):
+    """describe: also put each example's description in its prompt (the multi-task LoRA that
+    reads the task as text; the batches are otherwise the same, draw for draw)."""
     self.tasks, self.embeddings, self.tokenizer = tasks, embeddings, tokenizer
+    self.describe = describe
     self.tasks_per_batch, self.examples_per_task = tasks_per_batch, examples_per_task
     self.max_len, self.seed, self.max_answer = max_len, seed, max_answer
     if self.batch_size % process_count:
@@ -62,7 +66,8 @@ class SFTBatches:
       :per_process
     ]:
       task = self.tasks[task_index]  # Only this process's rows pay for tokenisation.
-      rows.append(encode_example(self.tokenizer, task.sample(example_seed), self.max_len))
+      text = task.descriptions[description] if self.describe else None
+      rows.append(encode_example(self.tokenizer, task.sample(example_seed, text), self.max_len))
       task_emb.append(self.embeddings[task.name][description])
       task_ids.append(task_index)
     batch = pad_batch(rows, self.max_len, self.tokenizer.pad_token_id or 0, self.max_answer)

@@ -1,6 +1,8 @@
-"""Zero-shot evaluation: base, multi-task LoRA, oracle LoRAs and T2L adapters from the tasks' own
-(unseen) descriptions, held-out paraphrases and random strings (the control), on three splits
-(sibling held-out, family held-out, seen), with bootstrap intervals and paired differences."""
+"""Zero-shot evaluation: base, multi-task LoRAs, oracle LoRAs and T2L adapters from the tasks' own
+descriptions, from unseen phrasings, and from the controls that expose an adapter ignoring its
+description (a sibling task's description, another family's, random strings), on every split
+(sibling held-out, extrapolation, family held-out, seen), with bootstrap intervals and paired
+differences."""
 
 from __future__ import annotations
 
@@ -46,9 +48,12 @@ class TaskEval:
       )
     )
 
-  def __call__(self, task, lora) -> dict[str, list[float]]:
+  def __call__(self, task, lora, descriptions=None) -> dict[str, list[float]]:
+    """descriptions: put these (cycled) in the prompts, as the multi-task LoRA trained on
+    described prompts reads them."""
     ec, tok, max_len = self.config.eval, self.base.tokenizer, self.config.data.max_len
-    examples = task.eval_examples(ec.examples_per_task, ec.seed)
+    examples = task.eval_examples(ec.examples_per_task, ec.seed, descriptions)
+    inputs = [x for x, _ in task.examples(ec.examples_per_task, ec.seed)]
     rows = [encode_example(tok, example, max_len) for example in examples]
     batch = {
       k: jnp.asarray(v)
@@ -62,6 +67,8 @@ class TaskEval:
     return {
       "exact_match": [float(a.strip() == y.strip()) for a, y in zip(answers, targets)],
       "rougeL": [self._rouge.score(y, a)["rougeL"].fmeasure for a, y in zip(answers, targets)],
+      # Answers that repeat the input: what ROUGE-L credits on tasks that only edit the input.
+      "echo": [float(a.strip() == x.strip()) for a, x in zip(answers, inputs)],
       "loss": loss.tolist(),
     }
 
@@ -70,25 +77,45 @@ def _cycle(embeddings: np.ndarray, n: int) -> jnp.ndarray:
   return jnp.asarray(np.resize(embeddings, (n, embeddings.shape[-1])))
 
 
-VARIANTS = ("base", "multitask", "oracle", "t2l", "t2l_heldout", "t2l_random")
-METRICS = {"exact_match": "exact match", "rougeL": "ROUGE-L", "loss": "loss"}
+VARIANTS = (
+  "base",
+  "multitask",
+  "multitask_described",
+  "oracle",
+  "t2l",
+  "t2l_heldout",
+  "t2l_sibling",
+  "t2l_family",
+  "t2l_random",
+)
+METRICS = {"exact_match": "exact match", "rougeL": "ROUGE-L", "echo": "echo rate", "loss": "loss"}
 # Paired differences (same tasks, same examples) that decide the comparisons the README makes.
-DIFFERENCES = (("t2l", "t2l_random"), ("t2l", "multitask"))
+DIFFERENCES = (
+  ("t2l", "t2l_sibling"),
+  ("t2l", "t2l_family"),
+  ("t2l", "t2l_random"),
+  ("t2l", "multitask"),
+  ("t2l", "multitask_described"),
+)
 
 
 def splits(setup, config) -> dict[str, list]:
-  """The zero-shot splits: sibling and family held-out tasks, and a seeded sample of
+  """The zero-shot splits: sibling held-out tasks (inside the trained parameter range),
+  extrapolation (siblings outside it), family held-out tasks, and a seeded sample of
   eval.seen_tasks training tasks ("seen"; none when 0). Empty splits are left out."""
   n_seen = config.eval.seen_tasks
   out = {
     "sibling held-out": setup.split.siblings,
+    "extrapolation": setup.split.extrapolation,
     "family held-out": setup.split.families,
     "seen": tasks_lib.sample_tasks(setup.train_tasks, n_seen, config.eval.seed) if n_seen else [],
   }
   return {k: v for k, v in out.items() if v}
 
 
-def summarise(scores: dict, names: dict, resamples: int, seed: int) -> dict[str, list[dict]]:
+def summarise(
+  scores: dict, names: dict, resamples: int, seed: int, metrics: dict = METRICS
+) -> dict[str, list[dict]]:
   """Per split, one row per adapter: mean and 95% bootstrap interval (tasks, then examples) of each
   metric, then the paired differences. scores[split][variant][task][metric] = [per example]."""
   tables = {}
@@ -97,13 +124,13 @@ def summarise(scores: dict, names: dict, resamples: int, seed: int) -> dict[str,
     ci = lambda groups: with_ci(*bootstrap_ci(groups, resamples, seed=seed))
     for variant, by_task in by_variant.items():
       row = {"adapter": names[variant]}
-      for metric, title in METRICS.items():
+      for metric, title in metrics.items():
         row[title] = ci([t[metric] for t in by_task.values()])
       rows.append(row)
     for a, b in DIFFERENCES:
       if a in by_variant and b in by_variant:
         row = {"adapter": f"{names[a]} minus {names[b]}"}
-        for metric, title in METRICS.items():
+        for metric, title in metrics.items():
           row[title] = ci(
             [
               np.subtract(by_variant[a][task][metric], by_variant[b][task][metric])
@@ -122,9 +149,9 @@ def markdown(tables: dict[str, list[dict]], header: str) -> str:
 def evaluate(
   workdir: str, out_json: str | None = None, variants: tuple[str, ...] = VARIANTS
 ) -> dict[str, list[dict]]:
-  """The zero-shot tables, one per split (sibling held-out, family held-out, seen), each adapter's
-  mean with its interval; `variants` picks rows. With out_json, writes the JSON (per-task,
-  per-example scores included) and the tables as Markdown beside it (same name, .md)."""
+  """The zero-shot tables, one per split, each adapter's mean with its interval; `variants` picks
+  rows. With out_json, writes the JSON (per-task, per-example scores included) and the tables as
+  Markdown beside it (same name, .md)."""
   unknown = sorted(set(variants) - set(VARIANTS))
   if unknown:
     raise ValueError(f"unknown eval variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
@@ -138,64 +165,88 @@ def evaluate(
   t2l = lambda emb: generator.apply(generator.params, _cycle(emb, n))
   random_emb = setup.embed(t2l_model.RANDOM_DESCRIPTIONS)
 
-  multitask = None
-  if os.path.isdir(paths["multitask"]) and os.listdir(paths["multitask"]):
+  def direct(name):
+    """A trained multi-task LoRA of this run (None when it was not trained)."""
+    if not (os.path.isdir(paths[name]) and os.listdir(paths[name])):
+      return None
     abstract = jax.eval_shape(lambda: t2l_model.init_direct_lora(setup.spec, setup.base.config, 0))
-    multitask = lora_lib.LoRA(
-      generator.run.restore_params(abstract, subdir="multitask"), setup.spec.scale
-    )
+    return lora_lib.LoRA(generator.run.restore_params(abstract, subdir=name), setup.spec.scale)
+
+  multitask, described = direct("multitask"), direct("multitask_described")
 
   def oracle(task):
     directory = os.path.join(paths["oracle"], task.name)
     return peft_io.load(directory, setup.base.config) if os.path.isdir(directory) else None
 
   groups = splits(setup, config)
-  train_emb, heldout_emb = (
-    {
-      g: t2l_model.description_embeddings(setup, ts, config, which, paths["cache"])
-      for g, ts in groups.items()
-    }
-    for which in ("train", "held_out")
-  )
-  makers = {
-    "base": lambda g, t: None,
-    "multitask": (lambda g, t: multitask) if multitask is not None else None,
-    "oracle": lambda g, t: oracle(t),
-    "t2l": lambda g, t: t2l(train_emb[g][t.name]),
-    "t2l_heldout": lambda g, t: t2l(heldout_emb[g][t.name]),
-    "t2l_random": lambda g, t: t2l(random_emb),
+  suite, n_train = setup.split.suite, config.data.train_descriptions
+  # Every task's training descriptions (a control may borrow any task's), and held-out phrasings.
+  train_emb = t2l_model.description_embeddings(setup, suite, config, "train", paths["cache"])
+  heldout_emb = t2l_model.description_embeddings(setup, suite, config, "held_out", paths["cache"])
+  sibling = {t.name: tasks_lib.sibling_of(t, suite) for ts in groups.values() for t in ts}
+  family = {
+    t.name: tasks_lib.other_family_of(t, suite, setup.split.partners)
+    for ts in groups.values()
+    for t in ts
   }
+  borrowed = lambda other: lambda t: t2l(train_emb[other[t.name].name]) if other[t.name] else None
+  makers = {
+    "base": lambda t: None,
+    "multitask": (lambda t: multitask) if multitask is not None else None,
+    "multitask_described": (lambda t: described) if described is not None else None,
+    "oracle": oracle,
+    "t2l": lambda t: t2l(train_emb[t.name]),
+    "t2l_heldout": (lambda t: t2l(heldout_emb[t.name]))
+    if heldout_emb[suite[0].name].size
+    else None,
+    "t2l_sibling": borrowed(sibling),
+    "t2l_family": borrowed(family),
+    "t2l_random": lambda t: t2l(random_emb),
+  }
+  in_prompt = {"multitask_described": lambda t: list(t.descriptions[:n_train])}
+  channel = not suite[0].definition_in_prompt
   names = {
     "base": "base model",
     "multitask": "multi-task LoRA",
+    "multitask_described": "multi-task LoRA, description in the prompt",
     "oracle": "oracle LoRA (trained on the task)",
     "t2l": "T2L, task descriptions",
-    "t2l_heldout": "T2L, held-out paraphrases",
-    "t2l_random": "T2L, random descriptions",
+    "t2l_heldout": "T2L, unseen phrasings"
+    if channel
+    else "T2L, training phrasings in other frames",
+    "t2l_sibling": "T2L, a sibling task's description (control)",
+    "t2l_family": "T2L, another family's description (control)",
+    "t2l_random": "T2L, random descriptions (control)",
   }
+  metrics = {k: v for k, v in METRICS.items() if k != "rougeL" or ec.get("rouge", True)}
 
   scores = {}
   for group, tasks in groups.items():
     for variant in [v for v in VARIANTS if v in variants and makers[v] is not None]:
       by_task = {}
       for task in tqdm(tasks, desc=f"{names[variant]} / {group}", leave=False):
-        lora = makers[variant](group, task)
-        if lora is None and variant == "oracle":
-          break  # Oracles exist for held-out tasks only, when trained.
-        by_task[task.name] = task_eval(task, lora)
+        lora = makers[variant](task)
+        if lora is None and variant != "base":
+          break  # No oracle for this task (trained for held-out tasks only), or no sibling.
+        by_task[task.name] = task_eval(task, lora, in_prompt.get(variant, lambda t: None)(task))
       if len(by_task) == len(tasks):
         scores.setdefault(group, {})[variant] = by_task
-  tables = summarise(scores, names, ec.get("bootstrap", 2000), ec.seed)  # older runs lack it
+  tables = summarise(scores, names, ec.get("bootstrap", 2000), ec.seed, metrics)
   for split, rows in tables.items():
     print(f"\n{split} ({len(groups[split])} tasks x {n} examples; 95% bootstrap intervals):")
     print_table(rows)
   if out_json:
     os.makedirs(os.path.dirname(os.path.abspath(out_json)), exist_ok=True)
+    controls = {
+      "sibling": {k: v.name for k, v in sibling.items() if v},
+      "family": {k: v.name for k, v in family.items() if v},
+    }
     with open(out_json, "w") as f:
       json.dump(
         {
           "workdir": workdir,
           "tasks": {g: [t.name for t in ts] for g, ts in groups.items()},
+          "controls": controls,
           "tables": tables,
           "scores": scores,
         },
@@ -203,8 +254,8 @@ def evaluate(
         indent=2,
       )
     header = (
-      f"Zero-shot exact match, ROUGE-L and answer loss, {n} examples per task; mean and 95% "
-      "bootstrap interval (tasks, then examples); paired differences on the same examples.\n"
+      f"Zero-shot {', '.join(metrics.values())}, {n} examples per task; mean and 95% bootstrap "
+      "interval (tasks, then examples); paired differences on the same examples.\n"
     )
     with open(os.path.splitext(out_json)[0] + ".md", "w") as f:
       f.write(markdown(tables, header))

@@ -44,11 +44,12 @@ class Generator:
     embeddings = self.encoder(list(descriptions))  # Raises on an empty description.
     return self.apply(self.params, jnp.asarray(embeddings))
 
-  def export(self, description: str, out_dir: str) -> str:
+  def export(self, description: str, out_dir: str, overwrite: bool = False) -> str:
     lora = self([description]).example(0)
     return peft_io.export(
       lora,
       out_dir,
+      overwrite=overwrite,
       base_model=self.base_model,
       extra={
         "description": description,

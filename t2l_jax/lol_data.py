@@ -133,7 +133,8 @@ class SourceTask:
   @staticmethod
   def _example(row) -> Example:
     text = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in row.items()}
-    return Example(text["prompt"], text["response"], text["system"], text["prefill"])
+    # No system message in the metadata: no system turn (the template's default, as before).
+    return Example(text["prompt"], text["response"], text["system"] or None, text["prefill"])
 
   def sample(self, seed: int) -> Example:
     return self._example(self.train_rows[seed % len(self.train_rows)])

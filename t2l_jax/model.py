@@ -13,6 +13,7 @@ import hyperlora
 from hyperlora import lora as lora_lib
 from hyperlora import run_dir
 from hyperlora.losses import lora_l2
+from t2l_jax import channel_suite
 from t2l_jax import encoder as encoder_lib
 from t2l_jax import tasks as tasks_lib
 from t2l_jax.hypernet import HyperSpec, T2LHypernet
@@ -61,23 +62,29 @@ def build(config) -> Setup:
   dtype = jnp.dtype(config.dtype)
   base = hyperlora.load(config.base_model, dtype=dtype)
   spec = spec_from_config(config, base.config)
+  partners = {}
   if config.data.suite == "generated":
     suite = tasks_lib.generated_suite()
+  elif config.data.suite == "channel":
+    suite, partners = channel_suite.channel_suite(), channel_suite.PARTNERS
   elif config.data.suite == "lol":
     from t2l_jax import lol_data  # tensorflow_datasets loads only for the Lots-of-LoRAs suite
 
     suite = lol_data.load_tasks(config.data.tasks_dir, workdir_paths(config.workdir)["cache"])
   else:
     raise ValueError(
-      f"unknown task suite {config.data.suite!r}; choose 'generated' or 'lol' "
+      f"unknown task suite {config.data.suite!r}; choose 'generated', 'channel' or 'lol' "
       f"(Lots-of-LoRAs format in config.data.tasks_dir)"
     )
   suite = suite[: config.data.get("num_tasks") or None]
+  names = {s.name for s in suite}
   split = tasks_lib.split_suite(
     suite,
-    [t for t in config.data.held_out if t in {s.name for s in suite}],
+    [t for t in config.data.held_out if t in names],
     [f for f in config.data.get("held_out_families", ()) if f in {s.family for s in suite}],
+    [t for t in config.data.get("extrapolation", ()) if t in names],
   )
+  split.partners = partners
   # A task-count sweep trains on a seeded sample of the training tasks.
   train_tasks = tasks_lib.sample_tasks(split.train, config.data.max_train_tasks, config.train.seed)
   enc = encoder_lib.make_encoder(
@@ -129,4 +136,4 @@ def init_direct_lora(spec: HyperSpec, model_config, seed: int) -> dict:
 
 def workdir_paths(workdir: str) -> dict:
   """A T2L run directory: the common layout (hyperlora.run_dir) plus the baselines' checkpoints."""
-  return run_dir.paths(workdir, ("multitask", "oracle"))
+  return run_dir.paths(workdir, ("multitask", "multitask_described", "oracle"))

@@ -41,25 +41,49 @@ FRAMES = (
 
 @dataclasses.dataclass(frozen=True)
 class Task:
+  """A task. Its prompt names it (the definition, as Super-NaturalInstructions and the reference's
+  training prompt do) unless `definition_in_prompt` is off: then the user turn is only
+  PROMPT_SUFFIX and the input, under an empty system turn, and only a description (T2L's, or one
+  put in the prompt on purpose) can say which task it is."""
+
   name: str
   definition: str
   descriptions: tuple[str, ...]
   make_example: Callable[[random.Random], tuple[str, str]]  # rng -> (input, target)
   family: str = ""
+  param: int | str | None = None  # the family parameter (k of add_k), for sibling controls
+  definition_in_prompt: bool = True
 
   def examples(self, n: int, seed: int) -> list[tuple[str, str]]:
     rng = random.Random(f"{self.name}/{seed}")
     return [self.make_example(rng) for _ in range(n)]
 
-  def prompt(self, task_input: str) -> str:
-    return f"{self.definition}{PROMPT_SUFFIX}\n\n{task_input}"
+  def prompt(self, task_input: str, description: str | None = None) -> str:
+    """The user turn; `description` puts that text where the definition would go."""
+    head = (
+      description
+      if description is not None
+      else (self.definition if self.definition_in_prompt else None)
+    )
+    return (
+      f"{head}{PROMPT_SUFFIX}\n\n{task_input}"
+      if head
+      else (f"{PROMPT_SUFFIX.strip()}\n\n{task_input}")
+    )
 
-  def sample(self, seed: int) -> Example:
-    task_input, target = self.examples(1, seed)[0]
-    return Example(self.prompt(task_input), target)
+  def example(self, task_input: str, target: str, description: str | None = None) -> Example:
+    system = None if self.definition_in_prompt else ""  # "": an empty system turn
+    return Example(self.prompt(task_input, description), target, system)
 
-  def eval_examples(self, n: int, seed: int) -> list[Example]:
-    return [Example(self.prompt(x), y) for x, y in self.examples(n, seed)]
+  def sample(self, seed: int, description: str | None = None) -> Example:
+    return self.example(*self.examples(1, seed)[0], description)
+
+  def eval_examples(self, n: int, seed: int, descriptions=None) -> list[Example]:
+    """n examples; with `descriptions`, example i carries descriptions[i % len] in its prompt."""
+    return [
+      self.example(x, y, descriptions[i % len(descriptions)] if descriptions else None)
+      for i, (x, y) in enumerate(self.examples(n, seed))
+    ]
 
 
 def _sentence(rng, lo=3, hi=6):
@@ -445,23 +469,64 @@ class Split:
   train: list[Task]
   siblings: list[Task]  # held out; their families are trained on
   families: list[Task]  # held out with their whole family
+  # held out siblings whose parameter lies outside the trained range (extrapolation)
+  extrapolation: list[Task] = dataclasses.field(default_factory=list)
+  suite: list[Task] = dataclasses.field(default_factory=list)  # every task, for the controls
+  partners: dict = dataclasses.field(default_factory=dict)  # see other_family_of
 
   @property
   def held_out(self) -> list[Task]:
-    return self.siblings + self.families
+    return self.siblings + self.extrapolation + self.families
 
 
-def split_suite(tasks: list[Task], held_out=HELD_OUT, held_out_families=()) -> Split:
+def split_suite(
+  tasks: list[Task], held_out=HELD_OUT, held_out_families=(), extrapolation=()
+) -> Split:
   names, families = {t.name for t in tasks}, {t.family for t in tasks}
-  missing = sorted(set(held_out) - names) + sorted(set(held_out_families) - families)
+  missing = (
+    sorted(set(held_out) - names)
+    + sorted(set(extrapolation) - names)
+    + sorted(set(held_out_families) - families)
+  )
   if missing:
     raise ValueError(f"held-out task(s) or famil(ies) {missing} are not in the suite")
   in_family = lambda t: t.family in held_out_families
+  out = set(held_out) | set(extrapolation)
   return Split(
-    train=[t for t in tasks if t.name not in held_out and not in_family(t)],
+    train=[t for t in tasks if t.name not in out and not in_family(t)],
     siblings=[t for t in tasks if t.name in held_out and not in_family(t)],
     families=[t for t in tasks if in_family(t)],
+    extrapolation=[t for t in tasks if t.name in extrapolation and not in_family(t)],
+    suite=list(tasks),
   )
+
+
+def sibling_of(task: Task, suite: list[Task]) -> Task | None:
+  """The control for "does T2L read the parameter": the family member with the nearest other
+  parameter (the larger on a tie; add_12 -> add_13), or the next member in suite order when the
+  family has no numeric parameters. None for a family of one."""
+  family = [t for t in suite if t.family == task.family and t.name != task.name]
+  if not family:
+    return None
+  if isinstance(task.param, int) and all(isinstance(t.param, int) for t in family):
+    return min(family, key=lambda t: (abs(t.param - task.param), -t.param))
+  order = [t.name for t in suite if t.family == task.family]
+  after = order[(order.index(task.name) + 1) % len(order)]
+  return next(t for t in family if t.name == after)
+
+
+def other_family_of(task: Task, suite: list[Task], partners: dict | None = None) -> Task | None:
+  """The control for "does T2L read the operation": in the partner family (`partners`: family ->
+  family with the same inputs), else the next family in suite order, the task with the same
+  parameter (add_12 -> subtract_12), else that family's first."""
+  families = list(dict.fromkeys(t.family for t in suite))
+  if len(families) < 2:
+    return None
+  other = (partners or {}).get(task.family)
+  if other is None:
+    other = families[(families.index(task.family) + 1) % len(families)]
+  members = [t for t in suite if t.family == other]
+  return next((t for t in members if t.param is not None and t.param == task.param), members[0])
 
 
 def sample_tasks(tasks: list[Task], n: int, seed: int) -> list[Task]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 
@@ -26,6 +27,16 @@ RESUME_KEYS = {
   "base_model": "base model",
   "embed_dim": "task embedding width",
 }
+# T2L fields a resumed run may change besides the core's (train_checkpoints.FREE_KEYS): which
+# baselines run (they are added to a finished run by rerunning it with them on), and the shard_map
+# is a layout.
+FREE_KEYS = (
+  "baselines.multitask",
+  "baselines.multitask_described",
+  "baselines.oracle_steps",
+  "baselines.oracle_tasks",
+  "train.lora_shard_map",
+)
 
 
 def saved_config(config, setup) -> dict:
@@ -86,6 +97,8 @@ def _run(
     directory=directory,
     config_json=saved_config(config, setup),
     resume_keys=RESUME_KEYS,
+    free_keys=FREE_KEYS,
+    allow_config_change=tc.allow_config_change,
     seed=tc.seed,
     mesh=mesh,
     rules=rules,
@@ -146,26 +159,44 @@ def train(config) -> str:
   )
 
   baselines = config.baselines
-  if baselines.multitask:
+  # The multi-task LoRA on T2L's own batches; with multitask_described, a second one whose prompts
+  # also carry each example's description (the text channel's reference point). Same steps.
+  multitask = [("multitask", batches)] if baselines.multitask else []
+  if baselines.get("multitask_described"):
+    multitask.append(("multitask_described", _described(batches)))
+  for name, multitask_batches in multitask:
     _run(
       setup,
       config,
       init_params=lambda: t2l_model.init_direct_lora(setup.spec, setup.base.config, tc.seed),
       adapter_fn=train_lib.direct_adapter_fn(setup.spec.scale),
-      batches=batches,
+      batches=multitask_batches,
       steps=tc.steps,
-      directory=paths["multitask"],
+      directory=paths[name],
       writer=writer,
-      desc="multitask",
+      desc=name,
       lr=baselines.lr,
       **placement,
     )
   if baselines.oracle_steps:
+    wanted = set(baselines.get("oracle_tasks", ()))
     train_task_loras(
-      setup, config, setup.eval_tasks, paths["oracle"], baselines.oracle_steps, writer, placement
+      setup,
+      config,
+      [t for t in setup.eval_tasks if not wanted or t.name in wanted],
+      paths["oracle"],
+      baselines.oracle_steps,
+      writer,
+      placement,
     )
   writer.close()
   return config.workdir
+
+
+def _described(batches: SFTBatches) -> SFTBatches:
+  described = copy.copy(batches)
+  described.describe = True
+  return described
 
 
 def train_task_loras(
@@ -214,6 +245,7 @@ def train_task_loras(
         os.path.join(out_dir, task.name),
         setup.base.source,
         extra={"task": task.name, "definition": task.definition},
+        overwrite=True,  # A rerun replaces its own adapters (never anything but an adapter).
       )
     )
   return exported
@@ -253,6 +285,8 @@ def train_reconstruction(config) -> str:
     directory=paths["checkpoints"],
     config_json=saved_config(config, setup),
     resume_keys=RESUME_KEYS,
+    free_keys=FREE_KEYS,
+    allow_config_change=tc.allow_config_change,
     seed=tc.seed,
     mesh=sharding.make_mesh(dict(config.mesh)),
     rules=sharding.rules_from_config(config.mesh),

@@ -38,7 +38,7 @@ def t2l_train(model_dir, workdir, *extra):
 
 
 def logged_losses(workdir) -> list[tuple[int, float]]:
-  """(step, loss) of every logged step, in order: a resumed run logs again the steps it redoes."""
+  """(step, loss) of every logged step, in order."""
   with open(os.path.join(workdir, "logs", "metrics.jsonl")) as f:
     return [(row["step"], row["loss"]) for row in map(json.loads, f)]
 
@@ -69,16 +69,16 @@ def test_sigterm_then_resume_redoes_steps_bit_exactly(model_dir, tmp_path):
   assert 14 <= stopped_at < 40
   shutil.rmtree(run / "checkpoints" / str(stopped_at))  # resume from the periodic one before
   before = -(-stopped_at // 6) * 6 - 6  # the last multiple of ckpt_every below stopped_at
+  first = dict(logged_losses(run))  # the log as the stopped run left it
+  assert sorted(first) == list(range(1, stopped_at + 1))
   resumed = subprocess.run(t2l_train(model_dir, run), capture_output=True, text=True, timeout=600)
   assert resumed.returncode == 0, resumed.stderr[-2000:]
   assert f"resuming from step {before}" in resumed.stderr
   logged = logged_losses(run)
-  first, again = {}, {}
-  for step, loss in logged:
-    (again if step in first else first)[step] = loss
-  assert sorted(again) == list(range(before + 1, stopped_at + 1))  # the redone steps
-  assert {s: first[s] for s in again} == again  # bitwise equal
-  assert sorted(first) == list(range(1, 41))
+  steps = [step for step, _ in logged]
+  assert steps == list(range(1, 41))  # each step once: the redone steps replaced their rows
+  again = {step: loss for step, loss in logged if before < step <= stopped_at}
+  assert again == {s: first[s] for s in range(before + 1, stopped_at + 1)}  # bitwise equal
 
   other_rank = subprocess.run(
     t2l_train(model_dir, run, "--config.hypernet.rank=4"),
@@ -91,6 +91,46 @@ def test_sigterm_then_resume_redoes_steps_bit_exactly(model_dir, tmp_path):
     "holds a checkpoint of another config (hypernetwork / adapter shape differs"
     in other_rank.stderr
   )
+
+  # Another data or optimizer config is refused with every changed field named, old -> new.
+  changed = subprocess.run(
+    t2l_train(model_dir, run, "--config.train.lr=0.01", "--config.data.tasks_per_batch=2"),
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
+  assert changed.returncode == 2, changed.stderr[-2000:]
+  last = changed.stderr.strip().splitlines()[-1]
+  assert "data.tasks_per_batch 4 -> 2; train.lr 0.003 -> 0.01" in last, last
+  assert "allow_config_change" in last
+  assert logged_losses(run) == logged  # nothing trained, nothing logged
+  # More steps, explicitly allowed (and a log interval, which may change freely): resumes from
+  # step 40 and records the change.
+  extended = subprocess.run(
+    t2l_train(
+      model_dir,
+      run,
+      "--config.train.steps=44",
+      "--config.train.log_every=2",
+      "--config.train.allow_config_change=True",
+    ),
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
+  assert extended.returncode == 0, extended.stderr[-2000:]
+  assert "resuming from step 40" in extended.stderr
+  assert [step for step, _ in logged_losses(run)] == list(range(1, 41)) + [42, 44]
+  events = [json.loads(line) for line in open(run / "logs" / "events.jsonl")]
+  assert events == [
+    {
+      "time": events[0]["time"],
+      "event": "config_change",
+      "run": "t2l",
+      "step": 40,
+      "changes": ["train.steps 40 -> 44"],
+    }
+  ]
 
 
 def test_damaged_checkpoint_is_skipped(tmp_path, caplog):

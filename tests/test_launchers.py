@@ -50,17 +50,20 @@ def test_sweep_runs_resumes_collects_and_writes_a_slurm_array(tiny_model, tmp_pa
   assert result.returncode == 0, result.stderr[-3000:]
   assert result.stderr.count("finished, skipped") == 1
   saved = json.loads((out / "sweep.json").read_text())
+  adapters = {
+    "base model",
+    "multi-task LoRA",
+    "T2L, random descriptions (control)",
+    "T2L, task descriptions",
+  }
+  sibling = "T2L, a sibling task's description (control)"
   assert {(r["train_tasks"], r["seed"], r["split"], r["adapter"]) for r in saved["runs"]} == {
     (n, seed, split, adapter)
     for n in (4, 8)
     for seed in (0, 1)
-    for split in ("sibling held-out", "family held-out")
-    for adapter in (
-      "base model",
-      "multi-task LoRA",
-      "T2L, random descriptions",
-      "T2L, task descriptions",
-    )
+    # Held-out families of one task (title_case, ...) have no sibling: no sibling control there.
+    for split, names in (("sibling held-out", adapters | {sibling}), ("family held-out", adapters))
+    for adapter in names
   }
   for row in saved["summary"]:
     mean, low, high = row["_exact match"]
@@ -72,6 +75,8 @@ def test_sweep_runs_resumes_collects_and_writes_a_slurm_array(tiny_model, tmp_pa
   printed = sweep("--print-commands")
   assert printed.stdout.count("t2l train") == 4
   assert "--config.data.max_train_tasks=8" in printed.stdout
+  epochs = sweep("--print-commands", "--steps-per-task", "5")  # fixed epochs: steps grow
+  assert "--config.train.steps=20 " in epochs.stdout and "--config.train.steps=40 " in epochs.stdout
 
 
 def test_local_launcher_runs_t2l_train_in_two_processes(tiny_model, tmp_path):

@@ -175,28 +175,36 @@ def test_eval_tables_have_every_row_split_and_interval(trained):
   tables = evaluate(trained.workdir, out)
   assert list(tables) == ["sibling held-out", "family held-out", "seen"]
   for split, rows in tables.items():
+    sibling = split != "family held-out"  # 'double' is a family of one: it has no sibling
     expected = [
       "base model",
       "multi-task LoRA",
+      *(["oracle LoRA (trained on the task)"] if split != "seen" else []),  # held-out only
       "T2L, task descriptions",
-      "T2L, held-out paraphrases",
-      "T2L, random descriptions",
-      "T2L, task descriptions minus T2L, random descriptions",
+      "T2L, training phrasings in other frames",
+      *(["T2L, a sibling task's description (control)"] if sibling else []),
+      "T2L, another family's description (control)",
+      "T2L, random descriptions (control)",
+      *(["T2L, task descriptions minus T2L, a sibling task's description (control)"] * sibling),
+      "T2L, task descriptions minus T2L, another family's description (control)",
+      "T2L, task descriptions minus T2L, random descriptions (control)",
       "T2L, task descriptions minus multi-task LoRA",
     ]
-    if split != "seen":  # oracles are trained for held-out tasks only
-      expected.insert(2, "oracle LoRA (trained on the task)")
     assert [r["adapter"] for r in rows] == expected
-    for row in rows[:-2]:
-      mean, low, high = (float(x) for x in re.findall(r"-?\d+\.\d+", row["exact match"]))
-      assert 0 <= low <= mean <= high <= 1
+    for row in rows:
+      if " minus " not in row["adapter"]:
+        for metric in ("exact match", "echo rate", "ROUGE-L"):
+          mean, low, high = (float(x) for x in re.findall(r"-?\d+\.\d+", row[metric]))
+          assert 0 <= low <= mean <= high <= 1
   saved = json.load(open(out))
   assert saved["tasks"]["sibling held-out"] == ["add_7"]
   assert saved["tasks"]["family held-out"] == ["double"] and len(saved["tasks"]["seen"]) == 2
+  assert saved["controls"]["sibling"]["add_7"] == "add_8"
+  assert saved["controls"]["family"]["add_7"] == "subtract_1"
   per_example = saved["scores"]["family held-out"]["t2l"]["double"]
   assert len(per_example["exact_match"]) == len(per_example["loss"]) == 2
   md = open(os.path.join(trained.workdir, "eval.md")).read()
-  assert "family held-out:" in md and "| T2L, random descriptions |" in md
+  assert "family held-out:" in md and "| T2L, random descriptions (control) |" in md
 
 
 def test_multitask_baseline_has_t2l_budget_and_no_l2(trained):
