@@ -44,6 +44,9 @@ def base_config() -> ml_collections.ConfigDict:
       examples_per_task=1,
       max_len=80,
       max_answer=24,
+      # Width of the prompts that carry the description as text (baselines.multitask_described);
+      # 0: max_len.
+      described_max_len=0,
     )
   )
   c.train = ml_collections.ConfigDict(

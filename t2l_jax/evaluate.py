@@ -51,15 +51,15 @@ class TaskEval:
   def __call__(self, task, lora, descriptions=None) -> dict[str, list[float]]:
     """descriptions: put these (cycled) in the prompts, as the multi-task LoRA trained on
     described prompts reads them."""
-    ec, tok, max_len = self.config.eval, self.base.tokenizer, self.config.data.max_len
+    ec, tok, dc = self.config.eval, self.base.tokenizer, self.config.data
+    # Described prompts are longer: their own width, as in training.
+    max_len = (descriptions and dc.get("described_max_len")) or dc.max_len
     examples = task.eval_examples(ec.examples_per_task, ec.seed, descriptions)
     inputs = [x for x, _ in task.examples(ec.examples_per_task, ec.seed)]
     rows = [encode_example(tok, example, max_len) for example in examples]
     batch = {
       k: jnp.asarray(v)
-      for k, v in pad_batch(
-        rows, self.config.data.max_len, tok.pad_token_id or 0, self.config.data.max_answer
-      ).items()
+      for k, v in pad_batch(rows, max_len, tok.pad_token_id or 0, dc.max_answer).items()
     }
     loss = np.asarray(self._loss(self.base.params, batch, lora), np.float64)  # [examples]
     answers = gen.chat(self.base, examples, ec.max_new_tokens, lora, width=max_len, keep_end=True)

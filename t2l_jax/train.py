@@ -163,7 +163,9 @@ def train(config) -> str:
   # also carry each example's description (the text channel's reference point). Same steps.
   multitask = [("multitask", batches)] if baselines.multitask else []
   if baselines.get("multitask_described"):
-    multitask.append(("multitask_described", _described(batches)))
+    multitask.append(
+      ("multitask_described", _described(batches, dc.get("described_max_len") or dc.max_len))
+    )
   for name, multitask_batches in multitask:
     _run(
       setup,
@@ -193,9 +195,10 @@ def train(config) -> str:
   return config.workdir
 
 
-def _described(batches: SFTBatches) -> SFTBatches:
+def _described(batches: SFTBatches, max_len: int) -> SFTBatches:
+  """The same draws with each description in its prompt (padded to max_len: longer prompts)."""
   described = copy.copy(batches)
-  described.describe = True
+  described.describe, described.max_len = True, max_len
   return described
 
 
