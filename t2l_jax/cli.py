@@ -4,7 +4,7 @@ t2l train --config configs/t2l/smollm2_suite.py [--config.train.steps=100 ...]
 t2l library --config configs/t2l/smollm2_suite.py --out LIBRARY_DIR   (one LoRA per training task)
 t2l train --config configs/t2l/recon.py --config.recon.library=LIBRARY_DIR
 t2l generate --checkpoint WORKDIR "Add 7 to the number." --out ADAPTER_DIR
-t2l eval --checkpoint WORKDIR [--out results.json]      (also writes results.md)
+t2l eval --checkpoint WORKDIR [--out results.json] [--step N]  (also writes results.md)
 t2l encoders --config configs/t2l/smollm2_channel.py [--out encoders.json]
                                         (how MiniLM and the base model separate the suite's tasks)
 """
@@ -14,6 +14,11 @@ from __future__ import annotations
 # Commands import JAX and the method's modules when they run, so `--help` answers at once.
 import argparse
 import sys
+
+# Every row `t2l eval` can print (t2l_jax.evaluate.VARIANTS, spelled out so --help needs no JAX).
+EVAL_VARIANTS = (
+  "base,multitask,multitask_described,oracle,t2l,t2l_heldout,t2l_sibling,t2l_family,t2l_random"
+)
 
 
 def config_main(command: str, argv: list[str]) -> int:
@@ -111,9 +116,14 @@ def main(argv: list[str] | None = None) -> int:
     "--out", help="also write the tables as JSON here (per-example scores) and Markdown (.md)"
   )
   e.add_argument(
+    "--step",
+    type=int,
+    help="evaluate T2L's checkpoint of this step (default: the latest), for a learning curve",
+  )
+  e.add_argument(
     "--variants",
-    default="base,multitask,oracle,t2l,t2l_heldout,t2l_random",
-    help="rows to evaluate (comma-separated; oracle/multitask appear when trained)",
+    default=EVAL_VARIANTS,
+    help="rows to evaluate (comma-separated; the multi-task and oracle LoRAs appear when trained)",
   )
   args = parser.parse_args(argv)
 
@@ -135,7 +145,7 @@ def run_command(args) -> None:
   else:
     from t2l_jax.evaluate import evaluate
 
-    evaluate(args.checkpoint, args.out, variants=tuple(args.variants.split(",")))
+    evaluate(args.checkpoint, args.out, variants=tuple(args.variants.split(",")), step=args.step)
 
 
 if __name__ == "__main__":

@@ -147,15 +147,19 @@ def markdown(tables: dict[str, list[dict]], header: str) -> str:
 
 
 def evaluate(
-  workdir: str, out_json: str | None = None, variants: tuple[str, ...] = VARIANTS
+  workdir: str,
+  out_json: str | None = None,
+  variants: tuple[str, ...] = VARIANTS,
+  step: int | None = None,
 ) -> dict[str, list[dict]]:
   """The zero-shot tables, one per split, each adapter's mean with its interval; `variants` picks
-  rows. With out_json, writes the JSON (per-task, per-example scores included) and the tables as
+  rows, `step` the T2L checkpoint (default: the latest; the baselines are always their final
+  ones). With out_json, writes the JSON (per-task, per-example scores included) and the tables as
   Markdown beside it (same name, .md)."""
   unknown = sorted(set(variants) - set(VARIANTS))
   if unknown:
     raise ValueError(f"unknown eval variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
-  generator = Generator(workdir)
+  generator = Generator(workdir, step=step)
   config = generator.config
   setup = t2l_model.build(config)
   paths = t2l_model.workdir_paths(workdir)
@@ -253,9 +257,10 @@ def evaluate(
         f,
         indent=2,
       )
+    at_step = f", T2L at step {step}" if step is not None else ""
     header = (
-      f"Zero-shot {', '.join(metrics.values())}, {n} examples per task; mean and 95% bootstrap "
-      "interval (tasks, then examples); paired differences on the same examples.\n"
+      f"Zero-shot {', '.join(metrics.values())}, {n} examples per task{at_step}; mean and 95% "
+      "bootstrap interval (tasks, then examples); paired differences on the same examples.\n"
     )
     with open(os.path.splitext(out_json)[0] + ".md", "w") as f:
       f.write(markdown(tables, header))

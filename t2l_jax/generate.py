@@ -15,16 +15,17 @@ from t2l_jax.hypernet import HyperSpec, T2LHypernet, init_params
 
 
 class Generator:
-  """Loads a T2L run's latest checkpoint; call it with descriptions to get adapters."""
+  """Loads a T2L run's latest checkpoint (or that of `step`); call it with descriptions to get
+  adapters."""
 
-  def __init__(self, workdir: str, base_model: str | None = None):
+  def __init__(self, workdir: str, base_model: str | None = None, step: int | None = None):
     self.run = run_dir.open_run(workdir, "t2l")
     self.workdir, self.config = workdir, self.run.config
     self.base_model = base_model or self.config.base_model
     self.spec = self.run.spec(HyperSpec, base_weights.load_config(self.base_model))
     self.embed_dim = self.run.saved["embed_dim"]
     self.params = self.run.restore_params(
-      jax.eval_shape(lambda: init_params(self.spec, self.embed_dim, jax.random.key(0)))
+      jax.eval_shape(lambda: init_params(self.spec, self.embed_dim, jax.random.key(0))), step
     )
     self.hypernet = T2LHypernet(self.spec)
     enc = self.config.encoder

@@ -115,3 +115,10 @@ def test_t2l_reads_the_description_where_nothing_else_can_tell(tiny_model, tmp_p
   gap = rows["T2L, task descriptions minus T2L, a sibling task's description (control)"]
   low = float(re.findall(r"-?\d+\.\d+", gap["exact match"])[1])
   assert low > 0, gap
+
+
+def test_eval_command_prints_every_row_by_default():
+  from t2l_jax import cli
+  from t2l_jax.evaluate import VARIANTS
+
+  assert tuple(cli.EVAL_VARIANTS.split(",")) == VARIANTS
