@@ -84,7 +84,7 @@ def run_one(
   """One (task count, seed) run in this process, configured as `t2l train` would be. A finished
   run (its eval.json exists) is skipped; an unfinished one resumes from its checkpoints."""
   # Training code (JAX) loads only for runs here: printing and submitting stay instant.
-  from hyperlora import cli_config
+  from hyperlora import cli_config, run_lock
   from t2l_jax.evaluate import evaluate
   from t2l_jax.train import train
 
@@ -99,7 +99,8 @@ def run_one(
   )
   if config is None:
     raise SystemExit(2)
-  train(config)
+  with run_lock.hold(workdir):  # one process per run, as `t2l train` holds it
+    train(config)
   evaluate(workdir, eval_json(workdir), variants=tuple(ADAPTERS))
 
 

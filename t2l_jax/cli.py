@@ -5,6 +5,7 @@ t2l library --config configs/t2l/smollm2_suite.py --out LIBRARY_DIR   (one LoRA 
 t2l train --config configs/t2l/recon.py --config.recon.library=LIBRARY_DIR
 t2l generate --checkpoint WORKDIR "Add 7 to the number." --out ADAPTER_DIR
 t2l eval --checkpoint WORKDIR [--out results.json] [--step N]  (also writes results.md)
+t2l curve --checkpoint WORKDIR --steps 60,120,180 [--out curve.json]   (T2L vs its control by step)
 t2l encoders --config configs/t2l/smollm2_channel.py [--out encoders.json]
                                         (how MiniLM and the base model separate the suite's tasks)
 """
@@ -125,6 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     default=EVAL_VARIANTS,
     help="rows to evaluate (comma-separated; the multi-task and oracle LoRAs appear when trained)",
   )
+  c = sub.add_parser(
+    "curve", help="learning curve: T2L beside its sibling-description control by checkpoint"
+  )
+  c.add_argument("--checkpoint", required=True, help="a `t2l train` workdir")
+  c.add_argument("--steps", required=True, help="comma-separated checkpoint steps, e.g. 60,120")
+  c.add_argument("--out", help="also write the curve as JSON here (and as Markdown, .md beside it)")
   args = parser.parse_args(argv)
 
   from hyperlora.cli_config import guarded
@@ -142,6 +149,14 @@ def run_command(args) -> None:
     peft_io.check_out_dir(args.out, args.overwrite)  # before loading anything
     generator = Generator(args.checkpoint, args.model)
     print(f"wrote {generator.export(args.description, args.out, args.overwrite)}")
+  elif args.command == "curve":
+    from t2l_jax.evaluate import learning_curve
+
+    try:
+      steps = [int(s) for s in args.steps.split(",")]
+    except ValueError as err:
+      raise ValueError(f"--steps must be comma-separated integers, not {args.steps!r}") from err
+    learning_curve(args.checkpoint, steps, args.out)
   else:
     from t2l_jax.evaluate import evaluate
 

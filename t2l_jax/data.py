@@ -66,8 +66,14 @@ class SFTBatches:
       :per_process
     ]:
       task = self.tasks[task_index]  # Only this process's rows pay for tokenisation.
-      text = task.descriptions[description] if self.describe else None
-      rows.append(encode_example(self.tokenizer, task.sample(example_seed, text), self.max_len))
+      # Only the suites' own tasks can put a description in their prompt (Lots-of-LoRAs tasks
+      # keep their own prompt template).
+      example = (
+        task.sample(example_seed, task.descriptions[description])
+        if self.describe
+        else task.sample(example_seed)
+      )
+      rows.append(encode_example(self.tokenizer, example, self.max_len))
       task_emb.append(self.embeddings[task.name][description])
       task_ids.append(task_index)
     batch = pad_batch(rows, self.max_len, self.tokenizer.pad_token_id or 0, self.max_answer)

@@ -265,3 +265,30 @@ def evaluate(
     with open(os.path.splitext(out_json)[0] + ".md", "w") as f:
       f.write(markdown(tables, header))
   return tables
+
+
+CURVE_VARIANTS = ("t2l", "t2l_sibling")
+
+
+def learning_curve(workdir: str, steps: list[int], out_json: str | None = None) -> list[dict]:
+  """T2L beside its sibling-description control at several checkpoints: per step and split, the
+  exact match of each and their paired difference (the number that says whether T2L reads the
+  parameter). With out_json, writes the rows as JSON and Markdown (.md beside it)."""
+  rows = []
+  for step in steps:
+    tables = evaluate(workdir, variants=CURVE_VARIANTS, step=step)
+    for split, table in tables.items():
+      row = {"step": step, "split": split}
+      for r in table:
+        row[f"{r['adapter']}: exact match"] = r["exact match"]
+      rows.append(row)
+  print_table(rows)
+  if out_json:
+    with open(out_json, "w") as f:
+      json.dump({"workdir": workdir, "rows": rows}, f, indent=2)
+    with open(os.path.splitext(out_json)[0] + ".md", "w") as f:
+      f.write(
+        "T2L and its sibling-description control by checkpoint: exact match, mean and 95% "
+        "bootstrap interval, and the paired difference.\n\n" + markdown_table(rows)
+      )
+  return rows

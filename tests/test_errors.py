@@ -148,7 +148,7 @@ def _cli(name):
 
 @pytest.mark.parametrize(
   "cli, command",
-  [("t2l", c) for c in ("", "train", "library", "encoders", "generate", "eval")]
+  [("t2l", c) for c in ("", "train", "library", "encoders", "generate", "eval", "curve")]
   + [("d2l", c) for c in ("", "train", "internalize", "ask", "eval", "curve")]
   + [("hyperlora", c) for c in ("", "chat", "info", "plan")],
 )

@@ -173,9 +173,14 @@ def test_eval_tables_have_every_row_split_and_interval(trained):
 
   out = os.path.join(trained.workdir, "eval.json")
   tables = evaluate(trained.workdir, out)
+  saved = json.load(open(out))
   assert list(tables) == ["sibling held-out", "family held-out", "seen"]
   for split, rows in tables.items():
-    sibling = split != "family held-out"  # 'double' is a family of one: it has no sibling
+    # The sibling control covers a split only when every task has one ('double' and the
+    # suite's other families of one have none).
+    sibling = all(t in saved["controls"]["sibling"] for t in saved["tasks"][split])
+    if split != "seen":
+      assert sibling == (split == "sibling held-out")
     expected = [
       "base model",
       "multi-task LoRA",
@@ -196,7 +201,6 @@ def test_eval_tables_have_every_row_split_and_interval(trained):
         for metric in ("exact match", "echo rate", "ROUGE-L"):
           mean, low, high = (float(x) for x in re.findall(r"-?\d+\.\d+", row[metric]))
           assert 0 <= low <= mean <= high <= 1
-  saved = json.load(open(out))
   assert saved["tasks"]["sibling held-out"] == ["add_7"]
   assert saved["tasks"]["family held-out"] == ["double"] and len(saved["tasks"]["seen"]) == 2
   assert saved["controls"]["sibling"]["add_7"] == "add_8"
@@ -341,3 +345,20 @@ def test_reconstruction_learns_a_library(tiny_llama, tmp_path):
     want = lora_lib.delta_weights(targets[name])["q_proj"]
     relative = float(jnp.linalg.norm(dw - want) / jnp.linalg.norm(want))
     assert relative < 0.9, (name, relative)  # step 0 (dW = 0) is exactly 1.0
+
+
+def test_learning_curve_reads_each_checkpoint(trained, tmp_path):
+  """`t2l curve`: T2L and its sibling control at two kept checkpoints; a later checkpoint is not
+  the earlier one (its T2L loss table differs), and the Markdown is what the rows hold."""
+  from t2l_jax.evaluate import evaluate, learning_curve
+
+  rows = learning_curve(trained.workdir, [40, 60], str(tmp_path / "curve.json"))
+  assert [(r["step"], r["split"]) for r in rows] == [
+    (step, split) for step in (40, 60) for split in ("sibling held-out", "family held-out", "seen")
+  ]
+  sibling = [r for r in rows if r["split"] == "sibling held-out"]
+  assert all("T2L, a sibling task's description (control): exact match" in r for r in sibling)
+  early, late = (evaluate(trained.workdir, variants=("t2l",), step=s)["seen"] for s in (40, 60))
+  assert early[0]["loss"] != late[0]["loss"]
+  md = (tmp_path / "curve.md").read_text()
+  assert md.count("| 40 |") == 3 and md.count("| 60 |") == 3
