@@ -173,14 +173,14 @@ def run_command(args) -> None:
     )
     return
   from d2l_jax.context import read_document
-  from d2l_jax.internalize import Internalizer
+  from d2l_jax.internalize import Internalizer, check_questions
   from hyperlora import peft_io
 
   document = read_document(args.document)
   if args.command == "internalize":
     peft_io.check_out_dir(args.out, args.overwrite)  # before loading anything
-  elif any(not q.strip() for q in args.questions):
-    raise ValueError("a question is empty; ask something about the document")
+  else:
+    check_questions(args.questions)  # before loading anything
   internalizer = Internalizer(args.checkpoint)
   if args.command == "internalize":
     out = internalizer.export(document, args.out, args.chunk_len, args.overwrite, args.max_chunks)

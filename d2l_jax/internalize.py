@@ -21,6 +21,11 @@ MAX_SERVING_RANK = 512
 ANNOUNCE_CHUNKS = 8  # documents of more chunks get their plan printed before the work starts
 
 
+def check_questions(questions: list[str]) -> None:
+  if not questions or any(not q.strip() for q in questions):
+    raise ValueError("a question is empty; ask something about the document")
+
+
 class Internalizer:
   """Loads a D2L run's latest checkpoint (or that of `step`); call it with a document to get its
   adapter. `base`: the loaded base model, to share across runs."""
@@ -105,6 +110,5 @@ class Internalizer:
     max_new_tokens: int = 48,
     max_chunks: int | None = None,
   ) -> list[str]:
-    if not questions or any(not q.strip() for q in questions):
-      raise ValueError("a question is empty; ask something about the document")
+    check_questions(questions)
     return gen.chat(self.base, questions, max_new_tokens, self(document, chunk_len, max_chunks))
