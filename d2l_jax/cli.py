@@ -95,7 +95,25 @@ def _parser() -> argparse.ArgumentParser:
   e.add_argument(
     "--methods", default="base,icl,cd,d2l", help="comma-separated subset of base,icl,cd,d2l"
   )
-  e.add_argument("--no-niah", action="store_true", help="skip the needle-in-a-haystack table")
+  niah = e.add_mutually_exclusive_group()
+  niah.add_argument("--no-niah", action="store_true", help="skip the needle-in-a-haystack table")
+  niah.add_argument(
+    "--niah",
+    action="store_true",
+    help="ask the needle-in-a-haystack table even of a run that did not train on haystacks "
+    "(what a curriculum's later stage kept)",
+  )
+  source = e.add_mutually_exclusive_group()
+  source.add_argument(
+    "--squad-file",
+    help="ask the paragraphs of this SQuAD-format JSON file (all treated as held-out) instead "
+    "of the run's own held-out documents; --documents N takes N of them, spread over articles",
+  )
+  source.add_argument(
+    "--synthetic",
+    action="store_true",
+    help="ask held-out synthetic biographies, whatever the run trained on",
+  )
   e.add_argument(
     "--documents", type=int, help="held-out documents to ask about (default: the config's)"
   )
@@ -153,6 +171,10 @@ def run_command(args) -> None:
   if args.command == "eval":
     from d2l_jax.evaluate import evaluate
 
+    if args.squad_file:
+      from d2l_jax.squad import check_file
+
+      check_file(args.squad_file)  # before loading anything
     overrides = {
       k: v
       for k, v in (
@@ -160,6 +182,8 @@ def run_command(args) -> None:
         ("cd_documents", args.cd_documents),
         ("train_documents", args.train_documents),
         ("max_new_tokens", args.max_new_tokens),
+        ("squad_file", args.squad_file),
+        ("synthetic", args.synthetic or None),
       )
       if v is not None
     }
@@ -167,7 +191,7 @@ def run_command(args) -> None:
       args.checkpoint,
       args.out,
       tuple(args.methods.split(",")),
-      niah=not args.no_niah,
+      niah=False if args.no_niah else (True if args.niah else None),
       overrides=overrides,
       step=args.step,
     )

@@ -29,14 +29,16 @@ def base_config() -> ml_collections.ConfigDict:
     )
   )
   # corpus 'synthetic' (the embedded invented biographies) or 'squad' (SQuAD-format JSON in
-  # squad_file); niah_documents adds needle-in-a-haystack documents of niah_min_len..niah_max_len
-  # tokens with the needle at one of niah_train_depths.
+  # squad_file, split by article: the last squad_held_out_articles held out); niah_documents
+  # adds needle-in-a-haystack documents of niah_min_len..niah_max_len tokens with the needle at
+  # one of niah_train_depths.
   # responses: 'teacher' (the base model's greedy answer with the document in context, the
   # reference) or 'gold' (the dataset's answer), scored by the teacher's top_k log-probs.
   c.data = ml_collections.ConfigDict(
     dict(
       corpus="synthetic",
       squad_file="",
+      squad_held_out_articles=8,  # the last articles by title, held out whole (squad.py)
       train_documents=400,
       niah_documents=0,
       niah_min_len=32,
@@ -99,6 +101,10 @@ def base_config() -> ml_collections.ConfigDict:
       niah_chunk_len=256,
       max_new_tokens=32,
       batch=8,
+      # Ask these held-out documents instead of the run's own: a SQuAD-format file's paragraphs
+      # (all held out), or the synthetic biographies (e.g. what a SQuAD run kept of them).
+      squad_file="",
+      synthetic=False,
       cd_documents=4,
       cd_steps=300,
       cd_lr=1e-4,

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 import hyperlora
 from d2l_jax import context, corpus, scoring, squad, teacher
 from d2l_jax.internalize import Internalizer
-from d2l_jax.train import ContextDistillation, question_pairs
+from d2l_jax.train import ContextDistillation, question_pairs, squad_split
 from hyperlora import generate as gen
 from hyperlora import run_dir
 from hyperlora.memory import array_mb, kv_cache_mb, program_mb
@@ -45,9 +45,16 @@ PHRASINGS = ("study", "test")
 
 
 def eval_documents(config, cache_dir: str) -> list:
+  """Held-out documents: eval.squad_file's paragraphs when set (all of them held out, any run),
+  unseen synthetic biographies when eval.synthetic is set or the run trained on them, else the
+  run's held-out SQuAD articles."""
   ec, dc = config.eval, config.data
-  if dc.corpus == "squad":
-    return squad.load(ec.get("squad_file") or dc.squad_file, cache_dir)[-ec.documents :]
+  if ec.get("squad_file") and ec.get("synthetic"):
+    raise ValueError("ask either a SQuAD file's paragraphs or synthetic biographies, not both")
+  if ec.get("squad_file"):
+    return squad.interleave(squad.load(ec.squad_file, cache_dir))[: ec.documents]
+  if dc.corpus == "squad" and not ec.get("synthetic"):
+    return squad_split(config, cache_dir)[1][: ec.documents]
   return corpus.synthetic_corpus(ec.documents, seed=ec.seed)
 
 
@@ -55,7 +62,7 @@ def seen_documents(config, cache_dir: str) -> list:
   """The first eval.train_documents documents training saw (QA documents, not haystacks)."""
   dc, n = config.data, config.eval.get("train_documents", 8)
   if dc.corpus == "squad":
-    return squad.load(dc.squad_file, cache_dir)[: min(n, dc.train_documents or n)]
+    return squad_split(config, cache_dir)[0][: min(n, dc.train_documents or n)]
   return corpus.synthetic_corpus(min(n, dc.train_documents), seed=config.train.seed)
 
 
@@ -290,14 +297,16 @@ def evaluate(
   workdir: str,
   out_json: str | None = None,
   methods=METHODS,
-  niah: bool = True,
+  niah: bool | None = None,
   overrides: dict | None = None,
   step: int | None = None,
   base=None,
 ) -> dict:
   """The tables for a `d2l train` workdir (its latest checkpoint, or that of `step`); `overrides`
-  replace fields of its config.eval. With out_json, writes the JSON (per-document scores included)
-  and the tables as Markdown beside it. `base`: the loaded base model, to reuse across calls."""
+  replace fields of its config.eval. niah: ask the needle-in-a-haystack table (None: when the run
+  trained on haystacks; True also asks a run that did not, to see what it kept or never learned).
+  With out_json, writes the JSON (per-document scores included) and the tables as Markdown beside
+  it. `base`: the loaded base model, to reuse across calls."""
   unknown = sorted(set(methods) - set(METHODS))
   if unknown:
     raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
@@ -315,7 +324,7 @@ def evaluate(
     ),
     ("Cost per held-out document (test phrasings)", result["cost"]),
   ]
-  if niah and harness.config.data.niah_documents:
+  if niah or (niah is None and harness.config.data.niah_documents):
     result["niah"] = niah_table(harness, methods)
     sections.append(
       (

@@ -65,10 +65,14 @@ class SquadContexts(tfds.core.GeneratorBasedBuilder):
           )
 
 
-def load(path: str, cache_dir: str) -> list[Document]:
-  """Paragraphs of a SQuAD-format file as documents (study and test questions are the same)."""
+def check_file(path: str) -> None:
   if not os.path.isfile(path):
     raise FileNotFoundError(f"no SQuAD-format file {path!r}")
+
+
+def load(path: str, cache_dir: str) -> list[Document]:
+  """Paragraphs of a SQuAD-format file as documents (study and test questions are the same)."""
+  check_file(path)
   stat = os.stat(path)
   key = hashlib.sha256(
     f"{os.path.abspath(path)}:{stat.st_size}:{stat.st_mtime_ns}".encode()
@@ -86,4 +90,38 @@ def load(path: str, cache_dir: str) -> list[Document]:
       for q, a in zip(row["questions"], row["answers"])
     )
     documents.append(Document(text(row["id"]), text(row["context"]), qas, qas))
-  return sorted(documents, key=lambda d: d.doc_id)
+  return sorted(documents, key=_order)
+
+
+def article(doc: Document) -> str:
+  """The article a paragraph comes from (its doc_id is 'TITLE-INDEX')."""
+  return doc.doc_id.rsplit("-", 1)[0]
+
+
+def _order(doc: Document) -> tuple[str, int]:
+  return article(doc), int(doc.doc_id.rsplit("-", 1)[1])
+
+
+def split_articles(documents: list[Document], held_out: int) -> tuple[list, list]:
+  """(training, held-out) paragraphs: the last `held_out` articles (by title) are held out whole,
+  so no article has paragraphs on both sides. Held-out paragraphs are interleaved across their
+  articles (the first of each, then the second of each, ...) so that any prefix spans them all."""
+  titles = sorted({article(d) for d in documents})
+  if held_out >= len(titles):
+    raise ValueError(
+      f"data.squad_held_out_articles={held_out} leaves no training article: the file has "
+      f"{len(titles)}; hold out fewer"
+    )
+  held = set(titles[len(titles) - held_out :]) if held_out else set()
+  return [d for d in documents if article(d) not in held], interleave(
+    [d for d in documents if article(d) in held]
+  )
+
+
+def interleave(documents: list[Document]) -> list[Document]:
+  """Paragraphs round-robin over their articles, in article order."""
+  by_article: dict[str, list] = {}
+  for d in documents:
+    by_article.setdefault(article(d), []).append(d)
+  columns = list(by_article.values())
+  return [c[i] for i in range(max(map(len, columns), default=0)) for c in columns if i < len(c)]

@@ -21,12 +21,18 @@ log = logging.getLogger(__name__)
 LOSSES = ("distill", "ce")
 
 
+def squad_split(config, cache_dir: str) -> tuple[list, list]:
+  """(training, held-out) paragraphs of the run's SQuAD file, split by article."""
+  documents = squad.load(config.data.squad_file, cache_dir)
+  return squad.split_articles(documents, config.data.get("squad_held_out_articles", 0))
+
+
 def training_documents(setup, config, cache_dir: str) -> list:
   dc = config.data
   if dc.corpus == "synthetic":
     documents = corpus.synthetic_corpus(dc.train_documents, seed=config.train.seed)
   elif dc.corpus == "squad":
-    documents = squad.load(dc.squad_file, cache_dir)[: dc.train_documents or None]
+    documents = squad_split(config, cache_dir)[0][: dc.train_documents or None]
   else:
     raise ValueError(
       f"unknown corpus {dc.corpus!r}; choose 'synthetic' or 'squad' (data.squad_file)"

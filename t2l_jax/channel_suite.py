@@ -7,8 +7,8 @@ sees the same prompts, can only learn a family-wide guess, and a T2L adapter bea
 reading the description. (The embedded generated suite, `tasks.generated_suite`, is the other
 setting: the task's definition in the prompt, as the reference trains.)
 
-Families: add_k and subtract_k for k = 1..26 plus 28 and 30 (those two outside the trained range,
-for extrapolation), first_k_words and last_k_words for k = 1..6. Each task has 28 training
+Families: add_k and subtract_k for k = 1..30 (27..30 outside the trained range, for
+extrapolation), first_k_words and last_k_words for k = 1..8. Each task has 28 training
 descriptions and 6 evaluation descriptions from templates that no training description uses:
 different verbs and sentence shapes, k as digits and as words.
 """
@@ -198,8 +198,8 @@ TEMPLATES = {
 }
 TRAIN_DESCRIPTIONS = 28  # per task; the 6 after them come from templates training never uses
 
-ADD_SUB_K = (*range(1, 27), 28, 30)
-WORD_K = range(1, 7)
+ADD_SUB_K = range(1, 31)
+WORD_K = range(1, 9)
 # Held out from meta-training. In range: siblings between trained values of k. Extrapolation:
 # siblings past the largest trained k (26).
 HELD_OUT = (
@@ -210,9 +210,11 @@ HELD_OUT = (
   "subtract_8",
   "subtract_17",
   "first_3_words",
+  "first_6_words",
   "last_4_words",
+  "last_7_words",
 )
-EXTRAPOLATION = ("add_28", "add_30", "subtract_28", "subtract_30")
+EXTRAPOLATION = tuple(f"{op}_{k}" for op in ("add", "subtract") for k in range(27, 31))
 # The family whose task of the same k is the "another family's description" control: same inputs,
 # other operation.
 PARTNERS = {
@@ -228,7 +230,7 @@ def _number(rng: random.Random) -> str:
 
 
 def _sentence(rng: random.Random) -> str:
-  return " ".join(rng.choice(WORDS) for _ in range(rng.randint(7, 9)))
+  return " ".join(rng.choice(WORDS) for _ in range(rng.randint(10, 12)))
 
 
 def _descriptions(family: str, k: int) -> tuple[str, ...]:
@@ -249,8 +251,8 @@ def _task(family: str, name: str, k: int, inputs, answer) -> Task:
 
 
 def channel_suite() -> list[Task]:
-  """add_k, subtract_k (k = 1..26, 28, 30) on 2-digit integers; first_k_words and last_k_words
-  (k = 1..6) on sentences of 7 to 9 words."""
+  """add_k, subtract_k (k = 1..30) on 2-digit integers; first_k_words and last_k_words
+  (k = 1..8) on sentences of 10 to 12 words."""
   tasks = []
   for k in ADD_SUB_K:
     tasks.append(_task("add_k", f"add_{k}", k, _number, lambda x, k=k: str(int(x) + k)))

@@ -35,6 +35,7 @@ def base_config() -> ml_collections.ConfigDict:
       suite="generated",
       tasks_dir="",
       num_tasks=0,
+      families=(),  # only these task families of the suite (empty: all)
       max_train_tasks=0,
       held_out=HELD_OUT,  # sibling held-out tasks (t2l_jax/tasks.py)
       held_out_families=HELD_OUT_FAMILIES,  # whole families held out

@@ -76,6 +76,15 @@ def build(config) -> Setup:
       f"unknown task suite {config.data.suite!r}; choose 'generated', 'channel' or 'lol' "
       f"(Lots-of-LoRAs format in config.data.tasks_dir)"
     )
+  families = config.data.get("families", ())
+  if families:
+    unknown = sorted(set(families) - {t.family for t in suite})
+    if unknown:
+      raise ValueError(
+        f"data.families names {unknown}, not families of the {config.data.suite!r} suite; "
+        f"choose from {sorted({t.family for t in suite})}"
+      )
+    suite = [t for t in suite if t.family in families]
   suite = suite[: config.data.get("num_tasks") or None]
   names = {s.name for s in suite}
   split = tasks_lib.split_suite(

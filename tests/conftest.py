@@ -101,6 +101,31 @@ def build_tiny_hf_model(family: str, path: str, seed: int = 0, **overrides):
   return model
 
 
+def squad_articles(titles, paragraphs: int) -> dict:
+  """SQuAD JSON with `paragraphs` paragraphs per article, one answerable question each."""
+  return {
+    "data": [
+      {
+        "title": title,
+        "paragraphs": [
+          {
+            "context": f"{title} fact {p}: the code is {title}{p}.",
+            "qas": [
+              {
+                "id": f"{title}{p}",
+                "question": f"What is the code of {title} fact {p}?",
+                "answers": [{"text": f"{title}{p}", "answer_start": 0}],
+              }
+            ],
+          }
+          for p in range(paragraphs)
+        ],
+      }
+      for title in titles
+    ]
+  }
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
   """family -> (directory, transformers model); built once per session."""

@@ -10,6 +10,7 @@ import hyperlora
 from d2l_jax import corpus, scoring, squad, teacher
 from d2l_jax.data import DocBatches
 from d2l_jax.train import question_pairs
+from tests.conftest import squad_articles
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +87,21 @@ def test_squad_file_through_tfds(tmp_path):
   )
   with pytest.raises(FileNotFoundError, match="no SQuAD-format file"):
     squad.load(str(tmp_path / "missing.json"), str(tmp_path / "cache"))
+
+
+def test_squad_split_holds_out_whole_articles(tmp_path):
+  path = tmp_path / "dev.json"
+  # 12 paragraphs per article: "Alpha-10" sorts before "Alpha-2" as a string, not as a paragraph.
+  path.write_text(json.dumps(squad_articles(["Delta", "Alpha", "Gamma", "Beta"], 12)))
+  docs = squad.load(str(path), str(tmp_path / "cache"))
+  assert [d.doc_id for d in docs[:12]] == [f"Alpha-{p}" for p in range(12)]
+  train, held_out = squad.split_articles(docs, 2)
+  assert {squad.article(d) for d in train} == {"Alpha", "Beta"}
+  assert {squad.article(d) for d in held_out} == {"Delta", "Gamma"} and len(held_out) == 24
+  # Any prefix of the held-out paragraphs spans the held-out articles.
+  assert [d.doc_id for d in held_out[:4]] == ["Delta-0", "Gamma-0", "Delta-1", "Gamma-1"]
+  with pytest.raises(ValueError, match="leaves no training article"):
+    squad.split_articles(docs, 4)
 
 
 def test_squad_scoring():

@@ -21,6 +21,7 @@ from d2l_jax.train import question_pairs
 from hyperlora import generate
 from hyperlora import train as train_lib
 from hyperlora.cli_config import load_config_file
+from tests.conftest import squad_articles
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs", "d2l")
 
@@ -258,6 +259,32 @@ def test_eval_tables_have_every_method_and_the_control(trained, tmp_path):
   assert json.loads((tmp_path / "eval.json").read_text())["qa"] == result["qa"]
   markdown = (tmp_path / "eval.md").read_text()
   assert "| D2L minus control |" in markdown and "Needle in a haystack" in markdown
+
+
+def test_eval_asks_a_squad_file_of_any_run(trained, tmp_path, capsys):
+  """`d2l eval --squad-file` asks a user's own SQuAD-format paragraphs of a run trained on
+  biographies, spread over the file's articles, with the same tables; a missing file or two
+  document sources is one line before any model loads."""
+  from d2l_jax.cli import main
+
+  _, config = trained
+  path = tmp_path / "mine.json"
+  path.write_text(json.dumps(squad_articles(["Orbit", "Harbor"], 3)))
+  out = tmp_path / "squad_eval.json"
+  args = ["eval", "--checkpoint", config.workdir, "--squad-file", path, "--documents", 4]
+  code = main([str(a) for a in [*args, "--methods", "base,d2l", "--no-niah", "--out", out]])
+  _, err = capsys.readouterr()
+  assert code == 0, err[-2000:]
+  result = json.loads(out.read_text())
+  assert len(result["per_document"]["d2l/held-out/test"]["f1"]) == 4 and "niah" not in result
+  rows = {r["method"]: r for r in result["qa"]}
+  assert rows["D2L minus control"]["held-out test F1"] != "-"
+  code = main([str(a) for a in [*args[:3], "--squad-file", tmp_path / "missing.json"]])
+  err = capsys.readouterr().err
+  assert code == 2 and "no SQuAD-format file" in err and "Traceback" not in err
+  with pytest.raises(SystemExit) as exit_info:  # argparse: one source of documents
+    main([str(a) for a in [*args, "--synthetic"]])
+  assert exit_info.value.code == 2 and "not allowed with" in capsys.readouterr().err
 
 
 def test_d2l_reads_the_document(tiny_model, tmp_path):

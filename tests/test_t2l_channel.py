@@ -5,10 +5,14 @@ apart (the multi-task LoRA and a sibling's description stay near chance)."""
 import os
 import re
 
+import pytest
+
 import hyperlora
 from hyperlora import generate
+from hyperlora.cli_config import load_config_file
 from hyperlora.sft import prompt_ids
 from t2l_jax import channel_suite
+from t2l_jax import model as t2l_model
 from t2l_jax import tasks as tasks_lib
 from t2l_jax.tasks import Task
 
@@ -18,7 +22,7 @@ CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs", "t2l")
 def test_only_the_description_names_the_task():
   suite = channel_suite.channel_suite()
   by_name = {t.name: t for t in suite}
-  assert {f"add_{k}" for k in range(1, 27)} <= set(by_name) and len(suite) == 68
+  assert {f"add_{k}" for k in range(1, 27)} <= set(by_name) and len(suite) == 76
   n = channel_suite.TRAIN_DESCRIPTIONS
   templates = channel_suite.TEMPLATES
   for family, (train, held_out) in templates.items():
@@ -92,7 +96,6 @@ def test_t2l_reads_the_description_where_nothing_else_can_tell(tiny_model, tmp_p
   """A tiny T2L fits four tasks that share their inputs to >= 0.9 exact match; the multi-task
   LoRA (same prompts, batches and steps) and T2L given a sibling's description stay near 1/4. This
   fails if T2L ignores its description."""
-  from hyperlora.cli_config import load_config_file
   from t2l_jax.evaluate import evaluate
   from t2l_jax.train import train
 
@@ -122,3 +125,23 @@ def test_eval_command_prints_every_row_by_default():
   from t2l_jax.evaluate import VARIANTS
 
   assert tuple(cli.EVAL_VARIANTS.split(",")) == VARIANTS
+
+
+def test_families_select_part_of_a_suite(tiny_model):
+  """data.families keeps only the named families (the word-count main job); a family the suite
+  does not have is one error that lists those it has."""
+
+  config = load_config_file(os.path.join(CONFIGS, "smollm2_words.py"))
+  config.base_model = tiny_model("llama")[0]
+  setup = t2l_model.build(config)
+  assert {t.family for t in setup.train_tasks} == {"first_k_words", "last_k_words"}
+  assert len(setup.train_tasks) == 12
+  assert {t.name for t in setup.split.siblings} == {
+    "first_3_words",
+    "first_6_words",
+    "last_4_words",
+    "last_7_words",
+  }
+  config.data.families = ("first_k_words", "times_k")
+  with pytest.raises(ValueError, match="times_k.*choose from"):
+    t2l_model.build(config)

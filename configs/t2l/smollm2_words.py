@@ -1,0 +1,32 @@
+"""Main job: T2L-L for SmolLM2-135M-Instruct on the word-count families of the description-channel
+suite (first_k_words, last_k_words, k = 1..8), CPU.
+
+Every task takes the same inputs (10-12-word sentences) under the same prompt, so only the
+description says which k and which end: first_3_words, first_4_words and last_3_words get the same
+prompts. Held out in range: first 3 and 6, last 4 and 7 words. Baselines on the same batches and
+steps: the multi-task LoRA (same prompts: it cannot know the task) and the multi-task LoRA with the
+description in its prompt (the text channel).
+
+t2l train --config configs/t2l/smollm2_words.py
+t2l eval --checkpoint runs/t2l_smollm2_words --out runs/t2l_smollm2_words/eval.json
+"""
+
+import os
+
+from hyperlora.cli_config import load_config_file
+
+
+def get_config():
+  c = load_config_file(os.path.join(os.path.dirname(__file__), "smollm2_channel.py"))
+  c.workdir = "runs/t2l_smollm2_words"
+  c.data.update(
+    families=("first_k_words", "last_k_words"), extrapolation=(), max_len=56, described_max_len=72
+  )
+  # 480 steps of 8 (tasks x 1 example), T2L and the multi-task LoRA each (about 3 s a step on 2
+  # CPU cores: 25 minutes each): T2L fits its training tasks well before it reaches held-out k
+  # (README, "T2L main job", the learning curve). Checkpoints every 120 steps for `t2l curve`. The described multi-task LoRA (the text channel)
+  # is one flag, --config.baselines.multitask_described=True: 25 more minutes.
+  c.train.update(steps=480, ckpt_every=120, keep_checkpoints=4)
+  c.baselines.update(multitask_described=False, oracle_tasks=("first_3_words", "last_4_words"))
+  c.eval.update(seen_tasks=6)
+  return c
