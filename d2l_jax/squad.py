@@ -112,7 +112,7 @@ def split_articles(documents: list[Document], held_out: int) -> tuple[list, list
       f"data.squad_held_out_articles={held_out} leaves no training article: the file has "
       f"{len(titles)}; hold out fewer"
     )
-  held = set(titles[len(titles) - held_out :]) if held_out else set()
+  held = set(titles[len(titles) - held_out :])
   return [d for d in documents if article(d) not in held], interleave(
     [d for d in documents if article(d) in held]
   )

@@ -78,11 +78,12 @@ def build(config) -> Setup:
     )
   families = config.data.get("families", ())
   if families:
-    unknown = sorted(set(families) - {t.family for t in suite})
+    present = {t.family for t in suite}
+    unknown = sorted(set(families) - present)
     if unknown:
       raise ValueError(
         f"data.families names {unknown}, not families of the {config.data.suite!r} suite; "
-        f"choose from {sorted({t.family for t in suite})}"
+        f"choose from {sorted(present)}"
       )
     suite = [t for t in suite if t.family in families]
   suite = suite[: config.data.get("num_tasks") or None]

@@ -4,8 +4,8 @@ its top-16 log-probs on that answer, without the paragraph).
 
 The file is SQuAD-format JSON; its articles are split by title, never one on both sides: the last
 8 (by title) are held out whole, the rest train. With the 40-article dev sample in
-../shared/reference-data/squad (the default below), that is 32 training articles (1,384
-paragraphs) and 8 held out (Steam_engine ... Warsaw, 340 paragraphs). Point it at any other file:
+../shared/reference-data/squad (the default below), that is 32 training articles (1,344
+paragraphs) and 8 held out (Steam_engine ... Warsaw, 380 paragraphs). Point it at any other file:
 
   d2l train --config configs/d2l/smollm2_squad.py --config.data.squad_file=/data/squad/train.json
   d2l eval --checkpoint runs/d2l_smollm2_squad --out runs/d2l_smollm2_squad/eval.json
@@ -13,9 +13,9 @@ paragraphs) and 8 held out (Steam_engine ... Warsaw, 340 paragraphs). Point it a
   d2l train --config configs/d2l/smollm2_squad.py --config.train.init_from=runs/d2l_smollm2_bios
 
 Gold answers with cross-entropy instead: --config.data.responses=gold --config.train.loss=ce.
-The teacher's answers are computed once per training question and cached in the workdir (on 2
-CPU cores, all 32 articles' questions take about an hour; --config.data.train_documents=N takes
-the first N paragraphs).
+The teacher's answers are computed once per training question and cached in the workdir (not
+yet measured on 2 CPU cores: an estimate from the eval's generation speed is about an hour for
+all 32 articles' questions; --config.data.train_documents=N takes the first N paragraphs).
 """
 
 import os

@@ -3,9 +3,9 @@ suite (first_k_words, last_k_words, k = 1..8), CPU.
 
 Every task takes the same inputs (10-12-word sentences) under the same prompt, so only the
 description says which k and which end: first_3_words, first_4_words and last_3_words get the same
-prompts. Held out in range: first 3 and 6, last 4 and 7 words. Baselines on the same batches and
-steps: the multi-task LoRA (same prompts: it cannot know the task) and the multi-task LoRA with the
-description in its prompt (the text channel).
+prompts. Held out in range: first 3 and 6, last 4 and 7 words. Baseline on the same batches and
+steps: the multi-task LoRA (same prompts: it cannot know the task); the multi-task LoRA with the
+description in its prompt (the text channel) is a flag, below.
 
 t2l train --config configs/t2l/smollm2_words.py
 t2l eval --checkpoint runs/t2l_smollm2_words --out runs/t2l_smollm2_words/eval.json
