@@ -2,6 +2,7 @@
 
 d2l train --config configs/d2l/smollm2_synthetic.py [--config.train.steps=100 ...]
 d2l internalize --checkpoint WORKDIR doc.txt --out ADAPTER_DIR     (PEFT dir, rank (K + 1) r)
+d2l internalize --checkpoint WORKDIR a.txt b.txt --out-dir ADAPTERS [--pad-rank vllm]
 d2l ask --checkpoint WORKDIR doc.txt "What did she keep as a pet?" [--compare]
 d2l eval --checkpoint WORKDIR [--out results.json]  (QA: base / ICL / CD / D2L / control; NIAH
 lengths)
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 # Commands import JAX and the method's modules when they run, so `--help` answers at once.
 import argparse
+import os
 import sys
 
 
@@ -57,17 +59,26 @@ def _parser() -> argparse.ArgumentParser:
     help="refuse documents of more chunks (default: what rank 512, the most serving engines "
     "load, holds: 63 chunks at r=8)",
   )
-  i = sub.add_parser("internalize", help="document -> PEFT adapter directory")
-  i.add_argument("document", help="a UTF-8 text file")
+  i = sub.add_parser(
+    "internalize", help="document -> PEFT adapter directory (or documents -> one directory each)"
+  )
+  i.add_argument("documents", nargs="+", metavar="document", help="UTF-8 text file(s)")
   i.add_argument("--checkpoint", **checkpoint)
+  i.add_argument("--out", help="a new directory to write the adapter of one document to (PEFT)")
   i.add_argument(
-    "--out", required=True, help="a new directory to write the adapter to (PEFT format)"
+    "--out-dir", help="one adapter directory per document, DIR/<file name without extension>"
   )
   i.add_argument(
     "--overwrite", action="store_true", help="replace --out if it already holds an adapter"
   )
   i.add_argument("--chunk-len", **chunk)
   i.add_argument("--max-chunks", **max_chunks)
+  i.add_argument(
+    "--pad-rank",
+    metavar="vllm|R,R,..",
+    help="zero-pad the adapter to the next rank a serving engine accepts: 'vllm' or a list "
+    "like 8,16,32 (the applied delta is unchanged)",
+  )
   a = sub.add_parser("ask", help="answer questions about a document from its adapter alone")
   a.add_argument("document", help="a UTF-8 text file")
   a.add_argument("questions", nargs="+", help="one or more questions")
@@ -198,18 +209,36 @@ def run_command(args) -> None:
     return
   from d2l_jax.context import read_document
   from d2l_jax.internalize import Internalizer, check_questions
-  from hyperlora import peft_io
+  from hyperlora import peft_io, serving
 
-  document = read_document(args.document)
-  if args.command == "internalize":
-    peft_io.check_out_dir(args.out, args.overwrite)  # before loading anything
-  else:
-    check_questions(args.questions)  # before loading anything
-  internalizer = Internalizer(args.checkpoint)
-  if args.command == "internalize":
-    out = internalizer.export(document, args.out, args.chunk_len, args.overwrite, args.max_chunks)
-    print(f"wrote {out}")
+  if args.command == "internalize":  # everything checked before anything loads
+    if bool(args.out) == bool(args.out_dir) or (args.out and len(args.documents) > 1):
+      raise ValueError("give one document with --out DIR, or documents with --out-dir DIR")
+    ranks = serving.parse_ranks(args.pad_rank) if args.pad_rank else None
+    names = [os.path.splitext(os.path.basename(p))[0] for p in args.documents]
+    if len(set(names)) < len(names):
+      raise ValueError("two documents share a file name; --out-dir names adapters by file name")
+    documents = {n: read_document(p) for n, p in zip(names, args.documents)}
+    if args.out:
+      peft_io.check_out_dir(args.out, args.overwrite)
+    else:
+      for name in names:
+        peft_io.check_out_dir(os.path.join(args.out_dir, name), args.overwrite)
+    internalizer = Internalizer(args.checkpoint)
+    if args.out:
+      out = internalizer.export(
+        documents[names[0]], args.out, args.chunk_len, args.overwrite, args.max_chunks, ranks
+      )
+      print(f"wrote {out}")
+    else:
+      written = internalizer.export_many(
+        documents, args.out_dir, args.chunk_len, args.overwrite, args.max_chunks, ranks
+      )
+      print(f"wrote {len(written)} adapters to {args.out_dir}")
     return
+  document = read_document(args.document)
+  check_questions(args.questions)  # before loading anything
+  internalizer = Internalizer(args.checkpoint)
   answers = {
     "D2L adapter": internalizer.ask(
       document, args.questions, args.chunk_len, args.max_new_tokens, args.max_chunks

@@ -31,6 +31,7 @@ from hyperlora import generate as gen
 from hyperlora import run_dir
 from hyperlora.memory import array_mb, kv_cache_mb, program_mb
 from hyperlora.metrics import bootstrap_ci, markdown_table, print_table, with_ci
+from hyperlora.sft import Example, prompt_ids
 
 METHODS = ("base", "icl", "cd", "d2l")
 _NAMES = {
@@ -93,6 +94,9 @@ class Harness:
     if method == "cd":
       if self._cd is None:
         self._cd = ContextDistillation(self.base, self.config)
+      if self.config.data.responses == "gold":
+        fitting = teacher.with_fitting_gold(self.base.tokenizer, [doc], self.config.data.max_answer)
+        doc = (fitting or [doc])[0]  # none fits: the long answer's own error says what to raise
       pairs, _ = question_pairs([doc], "study")
       return self._cd(
         teacher.prepare(
@@ -107,9 +111,15 @@ class Harness:
 
   def answer(self, method: str, doc, questions: list[str], width: int | None, lora=None):
     """Greedy answers to questions about doc (ICL puts the document in the prompt)."""
+    prompts = self.prompts(method, doc.text, questions)
+    if method == "icl":
+      # Real paragraphs can outgrow the width the teacher trained with: such a document gets the
+      # width it needs (one more compile); the others keep the configured one.
+      needed = max(len(prompt_ids(self.base.tokenizer, Example(p, ""))) for p in prompts)
+      width = max(width or 0, -(-needed // 32) * 32)
     return gen.chat(
       self.base,
-      self.prompts(method, doc.text, questions),
+      prompts,
       self.config.eval.max_new_tokens,
       lora,
       batch=self.config.eval.batch,

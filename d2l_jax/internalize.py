@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
+
+from tqdm.auto import tqdm
 
 import hyperlora
 from d2l_jax import context
 from d2l_jax import model as d2l_model
 from d2l_jax.hypernet import D2LHypernet, D2LSpec
 from hyperlora import generate as gen
-from hyperlora import peft_io, run_dir
+from hyperlora import peft_io, run_dir, serving
 
 log = logging.getLogger(__name__)
 
 # The largest LoRA rank serving engines load (vLLM's --max-lora-rank tops out at 512); a document
 # needing more chunks than fit is refused unless the caller raises max_chunks.
-MAX_SERVING_RANK = 512
+MAX_SERVING_RANK = max(serving.VLLM_RANKS)
 ANNOUNCE_CHUNKS = 8  # documents of more chunks get their plan printed before the work starts
 
 
@@ -92,15 +95,44 @@ class Internalizer:
     chunk_len: int | None = None,
     overwrite: bool = False,
     max_chunks: int | None = None,
+    ranks: tuple | None = None,
   ) -> str:
+    """The document's adapter as a PEFT directory (zero-padded to one of `ranks` if given)."""
     lora = self(document, chunk_len, max_chunks)
     return peft_io.export(
       lora,
       out_dir,
       overwrite=overwrite,
+      ranks=ranks,
       base_model=self.base_model,
-      extra={"d2l_checkpoint": os.path.abspath(self.workdir), "document_chars": len(document)},
+      extra={
+        "d2l_checkpoint": os.path.abspath(self.workdir),
+        "document_chars": len(document),
+        "document_sha256": hashlib.sha256(document.encode()).hexdigest(),
+      },
     )
+
+  def export_many(
+    self,
+    documents: dict[str, str],
+    out_dir: str,
+    chunk_len: int | None = None,
+    overwrite: bool = False,
+    max_chunks: int | None = None,
+    ranks: tuple | None = None,
+  ) -> list[str]:
+    """{name: document} -> one PEFT directory out_dir/name each. Every target and every
+    document's size is checked before the first adapter is written."""
+    dirs = {name: os.path.join(out_dir, name) for name in documents}
+    for name, text in documents.items():
+      peft_io.check_out_dir(dirs[name], overwrite)
+      self.check_size(
+        text, self.config.eval.chunk_len if chunk_len is None else chunk_len, max_chunks
+      )
+    return [
+      self.export(text, dirs[name], chunk_len, overwrite, max_chunks, ranks)
+      for name, text in tqdm(documents.items(), desc="adapters", disable=len(documents) < 2)
+    ]
 
   def ask(
     self,

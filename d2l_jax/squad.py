@@ -104,8 +104,9 @@ def _order(doc: Document) -> tuple[str, int]:
 
 def split_articles(documents: list[Document], held_out: int) -> tuple[list, list]:
   """(training, held-out) paragraphs: the last `held_out` articles (by title) are held out whole,
-  so no article has paragraphs on both sides. Held-out paragraphs are interleaved across their
-  articles (the first of each, then the second of each, ...) so that any prefix spans them all."""
+  so no article has paragraphs on both sides. Both sides are interleaved across their articles
+  (the first paragraph of each, then the second of each, ...) so that any prefix spans them all:
+  data.train_documents=200 trains on every training article, not on the first five."""
   titles = sorted({article(d) for d in documents})
   if held_out >= len(titles):
     raise ValueError(
@@ -113,7 +114,7 @@ def split_articles(documents: list[Document], held_out: int) -> tuple[list, list
       f"{len(titles)}; hold out fewer"
     )
   held = set(titles[len(titles) - held_out :])
-  return [d for d in documents if article(d) not in held], interleave(
+  return interleave([d for d in documents if article(d) not in held]), interleave(
     [d for d in documents if article(d) in held]
   )
 

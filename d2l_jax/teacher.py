@@ -9,6 +9,7 @@ student's prediction of token j.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -64,6 +65,23 @@ def _top_k(logits, k: int):
   return jax.lax.top_k(jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1), k)
 
 
+def with_fitting_gold(tokenizer, documents: list, max_answer: int) -> list:
+  """Documents whose study questions keep only those with a gold answer that fits max_answer
+  (SQuAD has gold answers of 50+ tokens); documents left with none are dropped. The teacher's
+  answers are cut to fit instead, so only gold training needs this."""
+  budget = max_answer - 4  # the end-of-turn tokens, as the teacher's answers leave room for
+  fits = lambda qa: min(
+    len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in qa.answers
+  )
+  kept = [
+    dataclasses.replace(d, study=tuple(q for q in d.study if fits(q) <= budget)) for d in documents
+  ]
+  dropped = sum(len(d.study) for d in documents) - sum(len(d.study) for d in kept)
+  if dropped:
+    log.info("gold answers: %d study questions longer than data.max_answer skipped", dropped)
+  return [d for d in kept if d.study]
+
+
 def prepare(base, pairs: list, dc, cache_dir: str | None, with_top_k: bool = True) -> dict:
   """pairs: (Document, QA) -> student batch rows + the teacher's top-k on the answer tokens.
 
@@ -83,7 +101,9 @@ def prepare(base, pairs: list, dc, cache_dir: str | None, with_top_k: bool = Tru
   tok = base.tokenizer
   teacher_prompts = [in_context_prompt(doc.text, qa.question) for doc, qa in pairs]
   if dc.responses == "gold":
-    responses = [qa.answers[0] for _, qa in pairs]
+    # Any gold answer counts as right (SQuAD has three annotators'); the shortest is the span
+    # itself rather than a longer phrase around it, and fits data.max_answer most often.
+    responses = [min(qa.answers, key=len) for _, qa in pairs]
   else:
     responses = gen.chat(
       base,

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from d2l_jax import corpus, diagnostics, squad, teacher
+from d2l_jax import context, corpus, diagnostics, squad, teacher
 from d2l_jax import model as d2l_model
 from d2l_jax.data import DocBatches
 from hyperlora import lora as lora_lib
@@ -33,6 +33,18 @@ def training_documents(setup, config, cache_dir: str) -> list:
     documents = corpus.synthetic_corpus(dc.train_documents, seed=config.train.seed)
   elif dc.corpus == "squad":
     documents = squad_split(config, cache_dir)[0][: dc.train_documents or None]
+    # Real paragraphs vary in length (SQuAD's run to 770 tokens); training skips the few longer
+    # than one max_doc_len chunk instead of padding every batch to the longest.
+    fits = [
+      d
+      for d in documents
+      if len(context.content_tokens(setup.base.tokenizer, d.text)) <= dc.max_doc_len
+    ]
+    if len(fits) < len(documents):
+      log.info(
+        "%d training paragraphs longer than data.max_doc_len skipped", len(documents) - len(fits)
+      )
+    documents = fits
   else:
     raise ValueError(
       f"unknown corpus {dc.corpus!r}; choose 'synthetic' or 'squad' (data.squad_file)"
@@ -101,6 +113,8 @@ def training_batches(setup, config, cache_dir: str | None) -> DocBatches:
   targets (the teacher's top-k only when the loss uses them)."""
   tc, dc = config.train, config.data
   documents = training_documents(setup, config, cache_dir)
+  if dc.responses == "gold":
+    documents = teacher.with_fitting_gold(setup.base.tokenizer, documents, dc.max_answer)
   pairs, pair_doc = question_pairs(documents)
   targets = teacher.prepare(setup.base, pairs, dc, cache_dir, with_top_k=tc.loss == "distill")
   return DocBatches(

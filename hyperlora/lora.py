@@ -108,6 +108,22 @@ def fold_scale(lora: LoRA) -> LoRA:
   return LoRA({m: {"A": w["A"], "B": w["B"] * lora.scale} for m, w in lora.weights.items()}, 1.0)
 
 
+def pad_rank(lora: LoRA, rank: int) -> LoRA:
+  """The same adapter at a higher rank: A gains zero rows and B zero columns, so B @ A and the
+  applied dW are exactly unchanged (serving engines accept only some ranks)."""
+  if rank < lora.rank:
+    raise ValueError(f"cannot pad an adapter of rank {lora.rank} down to {rank}")
+  extra = rank - lora.rank
+  pad = lambda x, axis: jnp.concatenate(
+    [x, jnp.zeros(x.shape[:axis] + (extra,) + x.shape[axis + 1 :], x.dtype)], axis=axis
+  )
+  weights = {
+    m: {"A": pad(w["A"], w["A"].ndim - 2), "B": pad(w["B"], w["B"].ndim - 1)}
+    for m, w in lora.weights.items()
+  }
+  return LoRA(weights, lora.scale)
+
+
 def concat_rank(loras: list[LoRA]) -> LoRA:
   """One adapter whose dW is the sum of the inputs' dW: A and B concatenated along rank.
 

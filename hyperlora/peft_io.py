@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
 
 import jax
 import numpy as np
@@ -21,6 +19,8 @@ from hyperlora import base_weights
 from hyperlora import lora as lora_lib
 from hyperlora.lora import LoRA
 from hyperlora.models.config import LORA_TARGETS, ModelConfig
+from hyperlora.serving import serving_rank
+from hyperlora.staging import staging_beside
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -92,18 +92,23 @@ def export(
   base_model: str = "",
   extra: dict | None = None,
   overwrite: bool = False,
+  ranks: tuple[int, ...] | None = None,
 ) -> str:
   """Writes one adapter (unbatched LoRA) as a PEFT directory; returns out_dir.
 
   out_dir must be new or empty, or (with `overwrite`) an adapter directory: anything else is
   refused with nothing written (check_out_dir). `extra` is stored as hyperlora.json beside the
-  adapter (e.g. the task description).
+  adapter (e.g. the task description), with the adapter's rank, the rank written and the scale
+  folded into B. `ranks`:
+  zero-pad to the smallest of these ranks that holds the adapter (a serving engine's list, e.g.
+  serving.VLLM_RANKS); the applied delta is unchanged.
   """
   check_out_dir(out_dir, overwrite)
   if lora.is_batched:
     raise ValueError("export takes one adapter; use export_batch for per-example adapters")
   lora.check_modules()
-  folded = lora_lib.fold_scale(lora)
+  rank = serving_rank(lora.rank, ranks) if ranks else lora.rank
+  folded = lora_lib.pad_rank(lora_lib.fold_scale(lora), rank)
   tensors = {}
   for module, w in jax.device_get(folded.weights).items():
     for layer in range(w["A"].shape[0]):
@@ -113,8 +118,8 @@ def export(
     "peft_type": "LORA",
     "task_type": "CAUSAL_LM",
     "base_model_name_or_path": base_model,
-    "r": lora.rank,
-    "lora_alpha": lora.rank,
+    "r": rank,
+    "lora_alpha": rank,
     "use_rslora": False,
     "lora_dropout": 0.0,
     "target_modules": list(lora.modules),
@@ -124,10 +129,7 @@ def export(
     "init_lora_weights": True,
     "modules_to_save": None,
   }
-  parent = os.path.dirname(os.path.abspath(out_dir))
-  os.makedirs(parent, exist_ok=True)
-  staging = tempfile.mkdtemp(prefix=".adapter-", dir=parent)
-  try:
+  with staging_beside(out_dir, ".adapter-") as staging:
     safetensors.numpy.save_file(
       tensors, os.path.join(staging, WEIGHTS_FILE), metadata={"format": "pt"}
     )
@@ -135,12 +137,10 @@ def export(
       json.dump(config, f, indent=2)
     if extra:
       with open(os.path.join(staging, METADATA_FILE), "w") as f:
-        json.dump(extra, f, indent=2)
+        meta = {**extra, "rank": lora.rank, "peft_rank": rank, "scale_folded": float(lora.scale)}
+        json.dump(meta, f, indent=2)
     check_out_dir(out_dir, overwrite)  # Again: the export took time, something may be there now.
     _replace_dir(staging, out_dir)
-  except BaseException:
-    shutil.rmtree(staging, ignore_errors=True)
-    raise
   return out_dir
 
 
@@ -150,6 +150,7 @@ def export_batch(
   base_model: str = "",
   extras: list[dict] | None = None,
   overwrite: bool = False,
+  ranks: tuple[int, ...] | None = None,
 ) -> list[str]:
   """Per-example adapters (batched LoRA) -> one PEFT directory each (every target checked before
   the first is written)."""
@@ -159,7 +160,7 @@ def export_batch(
     check_out_dir(d, overwrite)
   extras = extras or [None] * len(out_dirs)
   return [
-    export(lora.example(i), d, base_model, e, overwrite)
+    export(lora.example(i), d, base_model, e, overwrite, ranks)
     for i, (d, e) in enumerate(zip(out_dirs, extras))
   ]
 

@@ -77,7 +77,10 @@ def pad_batch(
     tokens[i, : len(ids)], attention_mask[i, : len(ids)] = ids, True
     answer = [p for p, m in enumerate(mask) if m]
     if len(answer) > max_answer:
-      raise ValueError(f"answer of {len(answer)} tokens exceeds max_answer={max_answer}")
+      raise ValueError(
+        f"an answer of {len(answer)} tokens exceeds max_answer={max_answer}: raise the "
+        "config's max_answer (and max_len with it) or use shorter answers"
+      )
     target_index[i, : len(answer)] = np.asarray(answer) - 1
     target_ids[i, : len(answer)] = [ids[p] for p in answer]
     target_mask[i, : len(answer)] = 1.0

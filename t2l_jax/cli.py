@@ -3,7 +3,8 @@
 t2l train --config configs/t2l/smollm2_suite.py [--config.train.steps=100 ...]
 t2l library --config configs/t2l/smollm2_suite.py --out LIBRARY_DIR   (one LoRA per training task)
 t2l train --config configs/t2l/recon.py --config.recon.library=LIBRARY_DIR
-t2l generate --checkpoint WORKDIR "Add 7 to the number." --out ADAPTER_DIR
+t2l generate --checkpoint WORKDIR "Add 7 to the number." --out ADAPTER_DIR [--pad-rank vllm]
+t2l generate --checkpoint WORKDIR --descriptions tasks.jsonl --out-dir ADAPTERS   (one per line)
 t2l eval --checkpoint WORKDIR [--out results.json] [--step N]  (also writes results.md)
 t2l curve --checkpoint WORKDIR --steps 60,120,180 [--out curve.json]   (T2L vs its control by step)
 t2l encoders --config configs/t2l/smollm2_channel.py [--out encoders.json]
@@ -14,6 +15,8 @@ from __future__ import annotations
 
 # Commands import JAX and the method's modules when they run, so `--help` answers at once.
 import argparse
+import json
+import os
 import sys
 
 # Every row `t2l eval` can print (t2l_jax.evaluate.VARIANTS, spelled out so --help needs no JAX).
@@ -98,16 +101,31 @@ def main(argv: list[str] | None = None) -> int:
     "encoders",
     help="per family: description cosines and nearest-own-task rate for MiniLM and the base model",
   )
-  g = sub.add_parser("generate", help="description -> PEFT adapter directory")
-  g.add_argument("description", help="what the task is, in a sentence or two")
+  g = sub.add_parser(
+    "generate",
+    help="description -> PEFT adapter directory (or a JSONL of them -> one directory each)",
+  )
+  g.add_argument("description", nargs="?", help="what the task is, in a sentence or two")
   g.add_argument("--checkpoint", required=True, help="a `t2l train` workdir")
+  g.add_argument("--out", help="a new directory to write the adapter to (PEFT format)")
   g.add_argument(
-    "--out", required=True, help="a new directory to write the adapter to (PEFT format)"
+    "--descriptions",
+    metavar="FILE.jsonl",
+    help='a benchmark\'s descriptions, one JSON object a line: {"name": ..., "description": ...}',
+  )
+  g.add_argument(
+    "--out-dir", help="with --descriptions: write one adapter directory per line, DIR/NAME"
   )
   g.add_argument(
     "--overwrite", action="store_true", help="replace --out if it already holds an adapter"
   )
   g.add_argument("--model", help="base model the adapter is for (default: the checkpoint's)")
+  g.add_argument(
+    "--pad-rank",
+    metavar="vllm|R,R,..",
+    help="zero-pad the adapter to the next rank a serving engine accepts: 'vllm' or a list "
+    "like 8,16,32 (the applied delta is unchanged)",
+  )
   # argparse formats help strings with %: a literal percent sign is written %%.
   e = sub.add_parser(
     "eval", help="zero-shot tables (sibling / family held-out, seen tasks) with 95%% intervals"
@@ -139,16 +157,66 @@ def main(argv: list[str] | None = None) -> int:
   return guarded(lambda: run_command(args))
 
 
+def read_descriptions(path: str) -> dict[str, str]:
+  """--descriptions FILE.jsonl -> {name: description}, every line checked (one line says which is
+  wrong and how) before any model loads."""
+  if not os.path.isfile(path):
+    raise ValueError(f"--descriptions {path!r} is not a file; give a JSONL file")
+  named: dict[str, str] = {}
+  with open(path, encoding="utf-8") as f:
+    for number, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      where = f"{path}:{number}"
+      try:
+        row = json.loads(line)
+      except json.JSONDecodeError as err:
+        raise ValueError(f"{where} is not JSON ({err.msg})") from err
+      name, description = (
+        row.get(k) if isinstance(row, dict) else None for k in ("name", "description")
+      )
+      if not isinstance(name, str) or not isinstance(description, str) or not description.strip():
+        raise ValueError(
+          f'{where}: want {{"name": "...", "description": "..."}} with both non-empty'
+        )
+      if name in ("", ".", "..") or os.sep in name or (os.altsep and os.altsep in name):
+        raise ValueError(f"{where}: name {name!r} must be a plain directory name")
+      if name in named:
+        raise ValueError(f"{where}: name {name!r} appears twice; names must be unique")
+      named[name] = description
+  if not named:
+    raise ValueError(f"--descriptions {path!r} holds no descriptions")
+  return named
+
+
 def run_command(args) -> None:
   if args.command == "generate":
-    from hyperlora import peft_io
+    from hyperlora import peft_io, serving
     from t2l_jax.generate import Generator
 
+    ranks = serving.parse_ranks(args.pad_rank) if args.pad_rank else None
+    if args.descriptions or args.out_dir:
+      if not (args.descriptions and args.out_dir) or args.description or args.out:
+        raise ValueError(
+          "give --descriptions FILE.jsonl with --out-dir DIR, or a description with --out"
+        )
+      named = read_descriptions(args.descriptions)
+      for name in named:  # before loading anything
+        peft_io.check_out_dir(os.path.join(args.out_dir, name), args.overwrite)
+      generator = Generator(args.checkpoint, args.model)
+      written = generator.export_many(named, args.out_dir, args.overwrite, ranks)
+      print(f"wrote {len(written)} adapters to {args.out_dir}")
+      return
+    if not args.description or not args.out:
+      raise ValueError(
+        "give a description and --out DIR (or --descriptions FILE.jsonl --out-dir DIR)"
+      )
     if not args.description.strip():
       raise ValueError("the description is empty; say what the task is")
     peft_io.check_out_dir(args.out, args.overwrite)  # before loading anything
     generator = Generator(args.checkpoint, args.model)
-    print(f"wrote {generator.export(args.description, args.out, args.overwrite)}")
+    out = generator.export(args.description, args.out, args.overwrite, ranks)
+    print(f"wrote {out}")
   elif args.command == "curve":
     from t2l_jax.evaluate import learning_curve
 

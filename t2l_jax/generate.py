@@ -6,6 +6,7 @@ import os
 
 import jax
 import jax.numpy as jnp
+from tqdm.auto import tqdm
 
 import hyperlora
 from hyperlora import base_weights, peft_io, run_dir
@@ -45,15 +46,46 @@ class Generator:
     embeddings = self.encoder(list(descriptions))  # Raises on an empty description.
     return self.apply(self.params, jnp.asarray(embeddings))
 
-  def export(self, description: str, out_dir: str, overwrite: bool = False) -> str:
+  def metadata(self, description: str) -> dict:
+    """What hyperlora.json records beside a generated adapter."""
+    return {
+      "description": description,
+      "t2l_checkpoint": os.path.abspath(self.run.path("checkpoints")),
+    }
+
+  def export(
+    self, description: str, out_dir: str, overwrite: bool = False, ranks: tuple | None = None
+  ) -> str:
+    """The description's adapter as a PEFT directory (zero-padded to one of `ranks` if given)."""
     lora = self([description]).example(0)
     return peft_io.export(
-      lora,
-      out_dir,
-      overwrite=overwrite,
-      base_model=self.base_model,
-      extra={
-        "description": description,
-        "t2l_checkpoint": os.path.abspath(self.run.path("checkpoints")),
-      },
+      lora, out_dir, self.base_model, self.metadata(description), overwrite, ranks
     )
+
+  def export_many(
+    self,
+    descriptions: dict[str, str],
+    out_dir: str,
+    overwrite: bool = False,
+    ranks: tuple | None = None,
+    group: int = 32,
+  ) -> list[str]:
+    """{name: description} -> one PEFT directory out_dir/name each, `group` adapters generated at
+    a time (memory stays that of one group whatever the suite's size). Every target is checked
+    before the first is written."""
+    names = list(descriptions)
+    dirs = [os.path.join(out_dir, n) for n in names]
+    for d in dirs:
+      peft_io.check_out_dir(d, overwrite)
+    written = []
+    for start in tqdm(range(0, len(names), group), desc="adapters", disable=len(names) <= group):
+      part = names[start : start + group]
+      written += peft_io.export_batch(
+        self([descriptions[n] for n in part]),
+        dirs[start : start + group],
+        self.base_model,
+        [self.metadata(descriptions[n]) for n in part],
+        overwrite,
+        ranks,
+      )
+    return written

@@ -98,8 +98,9 @@ def test_squad_split_holds_out_whole_articles(tmp_path):
   train, held_out = squad.split_articles(docs, 2)
   assert {squad.article(d) for d in train} == {"Alpha", "Beta"}
   assert {squad.article(d) for d in held_out} == {"Delta", "Gamma"} and len(held_out) == 24
-  # Any prefix of the held-out paragraphs spans the held-out articles.
+  # Any prefix of either side spans its articles (data.train_documents takes a prefix).
   assert [d.doc_id for d in held_out[:4]] == ["Delta-0", "Gamma-0", "Delta-1", "Gamma-1"]
+  assert [d.doc_id for d in train[:3]] == ["Alpha-0", "Beta-0", "Alpha-1"]
   with pytest.raises(ValueError, match="leaves no training article"):
     squad.split_articles(docs, 4)
 
@@ -161,3 +162,46 @@ def test_doc_batches_shapes_chunks_and_processes(tokenizer):
   assert seen_k == {1, 2, 4}
   with pytest.raises(ValueError, match="more than data.max_doc_len"):
     DocBatches(documents, targets, pair_doc, tokenizer, **{**kwargs, "max_doc_len": 20})
+
+
+def test_squad_training_skips_what_does_not_fit(tokenizer, tmp_path):
+  """Real text is uneven: gold training keeps only the questions with a gold answer that fits
+  max_answer (any of the annotators' answers), drops a paragraph left with none, and skips the
+  paragraphs longer than one max_doc_len chunk, instead of stopping the run."""
+  import types
+
+  from ml_collections import ConfigDict
+
+  from d2l_jax.train import training_documents
+
+  long = " ".join(["word"] * 40)
+  docs = [
+    corpus.Document("a-0", "t", (corpus.QA("q1", ("one",)), corpus.QA("q2", (long,))), ()),
+    corpus.Document("a-1", "t", (corpus.QA("q3", (long, "two")),), ()),
+    corpus.Document("a-2", "t", (corpus.QA("q4", (long,)),), ()),
+  ]
+  kept = teacher.with_fitting_gold(tokenizer, docs, max_answer=16)
+  assert [(d.doc_id, [q.question for q in d.study]) for d in kept] == [
+    ("a-0", ["q1"]),
+    ("a-1", ["q3"]),
+  ]
+  data = squad_articles(["Alpha", "Beta", "Gamma"], 2)
+  data["data"][0]["paragraphs"][1]["context"] = long
+  path = tmp_path / "dev.json"
+  path.write_text(json.dumps(data))
+  config = ConfigDict(
+    dict(
+      data=dict(
+        corpus="squad",
+        squad_file=str(path),
+        squad_held_out_articles=1,
+        train_documents=0,
+        niah_documents=0,
+        max_doc_len=32,
+      ),
+      train=dict(seed=0),
+    )
+  )
+  setup = types.SimpleNamespace(base=types.SimpleNamespace(tokenizer=tokenizer))
+  train = training_documents(setup, config, str(tmp_path / "cache"))
+  assert [d.doc_id for d in train] == ["Alpha-0", "Beta-0", "Beta-1"]

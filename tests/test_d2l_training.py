@@ -2,6 +2,7 @@
 beats the base model on held-out documents, the training path equals chunked internalisation, the
 CLIs and the evaluation harness work end to end."""
 
+import hashlib
 import json
 import os
 
@@ -18,7 +19,8 @@ from d2l_jax import chunking, corpus, teacher
 from d2l_jax import model as d2l_model
 from d2l_jax.internalize import Internalizer
 from d2l_jax.train import question_pairs
-from hyperlora import generate
+from hyperlora import generate, peft_io, serving
+from hyperlora import lora as lora_lib
 from hyperlora import train as train_lib
 from hyperlora.cli_config import load_config_file
 from tests.conftest import squad_articles
@@ -192,6 +194,28 @@ def test_cli_internalize_and_ask(trained, tmp_path, rng, capsys):
   for method in ("D2L adapter", "document in context", "base model alone"):
     assert method in out
 
+  # A benchmark's documents in one command, padded to ranks vLLM serves: one directory each,
+  # named by file, with the document's hash; the delta is the document's own.
+  docs = [tmp_path / "a.txt", tmp_path / "b.txt"]
+  for i, d in enumerate(docs):
+    d.write_text(corpus.synthetic_document(20 + i).text)
+  many = tmp_path / "adapters"
+  code, _, err = run_cli(
+    "internalize", "--checkpoint", config.workdir, *docs, "--out-dir", many, "--pad-rank", "vllm"
+  )
+  assert code == 0, err[-2000:]
+  assert sorted(os.listdir(many)) == ["a", "b"]
+  for d in docs:
+    meta = json.loads((many / d.stem / "hyperlora.json").read_text())
+    lora = internalizer(d.read_text())
+    assert meta["document_sha256"] == hashlib.sha256(d.read_text().encode()).hexdigest()
+    assert meta["rank"] == lora.rank and meta["peft_rank"] in serving.VLLM_RANKS
+    got = lora_lib.delta_weights(peft_io.load(str(many / d.stem), internalizer.base.config))
+    for module, want in lora_lib.delta_weights(lora).items():
+      np.testing.assert_allclose(got[module], want, atol=1e-6)
+  code, _, err = run_cli("internalize", "--checkpoint", config.workdir, *docs, "--out", out)
+  assert code == 2 and "give one document with --out DIR" in err
+
   binary = tmp_path / "doc.bin"
   binary.write_bytes(b"\x00\x01binary")
   code, _, err = run_cli(
@@ -263,22 +287,27 @@ def test_eval_tables_have_every_method_and_the_control(trained, tmp_path):
 
 def test_eval_asks_a_squad_file_of_any_run(trained, tmp_path, capsys):
   """`d2l eval --squad-file` asks a user's own SQuAD-format paragraphs of a run trained on
-  biographies, spread over the file's articles, with the same tables; a missing file or two
-  document sources is one line before any model loads."""
+  biographies, spread over the file's articles, with the same tables (ICL too, for a paragraph
+  longer than the teacher's training width); a missing file or two document sources is one line
+  before any model loads."""
   from d2l_jax.cli import main
 
   _, config = trained
   path = tmp_path / "mine.json"
-  path.write_text(json.dumps(squad_articles(["Orbit", "Harbor"], 3)))
+  data = squad_articles(["Orbit", "Harbor"], 3)
+  long = " ".join(["filler"] * config.data.max_teacher_len)
+  data["data"][0]["paragraphs"][0]["context"] += long
+  path.write_text(json.dumps(data))
   out = tmp_path / "squad_eval.json"
   args = ["eval", "--checkpoint", config.workdir, "--squad-file", path, "--documents", 4]
-  code = main([str(a) for a in [*args, "--methods", "base,d2l", "--no-niah", "--out", out]])
+  code = main([str(a) for a in [*args, "--methods", "base,icl,d2l", "--no-niah", "--out", out]])
   _, err = capsys.readouterr()
   assert code == 0, err[-2000:]
   result = json.loads(out.read_text())
   assert len(result["per_document"]["d2l/held-out/test"]["f1"]) == 4 and "niah" not in result
   rows = {r["method"]: r for r in result["qa"]}
   assert rows["D2L minus control"]["held-out test F1"] != "-"
+  assert rows["document in context (ICL)"]["held-out test F1"] != "-"
   code = main([str(a) for a in [*args[:3], "--squad-file", tmp_path / "missing.json"]])
   err = capsys.readouterr().err
   assert code == 2 and "no SQuAD-format file" in err and "Traceback" not in err

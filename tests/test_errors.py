@@ -275,6 +275,28 @@ def test_empty_t2l_description_is_refused(tmp_path, capsys):
   assert "the description is empty" in err
 
 
+@pytest.mark.parametrize(
+  "content, message",
+  [
+    ('{"name": "a", "description": "Add 7."}\nnot json\n', "tasks.jsonl:2 is not JSON"),
+    ('{"name": "a", "description": " "}\n', 'want {"name": "...", "description": "..."}'),
+    ('{"name": "../up", "description": "Add 7."}\n', "must be a plain directory name"),
+    ('{"name": "a", "description": "x"}\n{"name": "a", "description": "y"}\n', "appears twice"),
+    ("\n", "holds no descriptions"),
+  ],
+)
+def test_a_bad_descriptions_file_is_one_line(tmp_path, capsys, content, message):
+  run = fake_run(tmp_path / "run", "t2l")
+  jsonl = tmp_path / "tasks.jsonl"
+  jsonl.write_text(content)
+  argv = ["generate", "--checkpoint", run, "--descriptions", str(jsonl)]
+  err = one_line_error("t2l", [*argv, "--out-dir", str(tmp_path / "out")], capsys)
+  assert message in err, err
+  assert not (tmp_path / "out").exists()
+  err = one_line_error("t2l", argv, capsys)  # no --out-dir
+  assert "give --descriptions FILE.jsonl with --out-dir DIR" in err, err
+
+
 def test_a_huge_document_is_refused_with_its_size(tiny_model):
   """Internalizer.check_size on a document of 70 chunks: refused at the serving rank limit with
   the numbers, made when max_chunks allows it (announced with its size)."""

@@ -55,3 +55,27 @@ def test_chat_answers_sensibly(both):
   loaded, _ = both
   (answer,) = generate.chat(loaded, ["What is the capital of France?"], max_new_tokens=24)
   assert "Paris" in answer
+
+
+def test_export_base_writes_the_gguf_as_a_hugging_face_directory(both, tmp_path):
+  """`hyperlora export-base --model smollm2`: the dequantised GGUF as config.json + safetensors +
+  tokenizer, which transformers loads with our logits (the same float32 weights: only kernel
+  order differs) and whose tokenizer renders the chat prompt as ours does."""
+  import transformers
+
+  from hyperlora.cli import main
+
+  loaded, _ = both
+  out = tmp_path / "smollm2-hf"
+  assert main(["export-base", "--model", "smollm2", "--out", str(out)]) == 0
+  tokens, _ = generate.encode_chat(loaded.tokenizer, ["Write a short poem about the sea."])
+  tokenizer = transformers.AutoTokenizer.from_pretrained(str(out))
+  again, _ = generate.encode_chat(tokenizer, ["Write a short poem about the sea."])
+  np.testing.assert_array_equal(again, tokens)
+  model = transformers.AutoModelForCausalLM.from_pretrained(str(out)).eval()
+  with torch.no_grad():
+    theirs = model(torch.tensor(tokens, dtype=torch.long)).logits.numpy()
+  ours = loaded.module().apply({"params": loaded.params}, jnp.asarray(tokens)).logits
+  error = float(np.abs(np.asarray(ours) - theirs).max())
+  print(f"SmolLM2 export-base: max abs logit error {error:.2e}")
+  assert error < TOL

@@ -1,5 +1,8 @@
 """LoRA-patched forward vs PEFT on the same adapter; export/import round trips; LoRA algebra."""
 
+import json
+import os
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -11,7 +14,7 @@ import transformers
 
 import hyperlora
 from hyperlora import lora as lora_lib
-from hyperlora import peft_io
+from hyperlora import peft_io, serving
 from tests.conftest import VOCAB
 
 TOL = 1e-4
@@ -91,6 +94,42 @@ def test_export_loads_in_peft_with_identical_logits(llama, tmp_path, rng):
   ids = rng.integers(0, VOCAB, (2, 10))
   ours = loaded.module().apply({"params": loaded.params}, jnp.asarray(ids), lora=lora).logits
   np.testing.assert_allclose(np.asarray(ours), logits_torch(model, ids), atol=TOL, rtol=0)
+
+
+def test_padded_rank_gives_identical_peft_logits(llama, tmp_path, rng):
+  """--pad-rank vllm: a D2L-like rank 24 becomes 32 with zero rows, and PEFT computes exactly
+  the same logits as from the unpadded export; a rank above the largest allowed is refused in one
+  line that says how to reduce it, with nothing written."""
+  path, loaded = llama
+  lora = lora_lib.init(jax.random.key(3), loaded.config, TARGETS, rank=24, scale=0.5, b_std=0.05)
+  plain = peft_io.export(lora, str(tmp_path / "plain"), base_model=path)
+  padded = peft_io.export(
+    lora, str(tmp_path / "padded"), base_model=path, extra={"n": 1}, ranks=serving.VLLM_RANKS
+  )
+  assert json.load(open(os.path.join(padded, peft_io.CONFIG_FILE)))["r"] == 32
+  assert json.load(open(os.path.join(padded, peft_io.METADATA_FILE))) == {
+    "n": 1,
+    "rank": 24,
+    "peft_rank": 32,
+    "scale_folded": 0.5,
+  }
+  ids = rng.integers(0, VOCAB, (2, 10))
+  logits = [
+    logits_torch(
+      peft.PeftModel.from_pretrained(
+        transformers.AutoModelForCausalLM.from_pretrained(path).eval(), d
+      ).eval(),
+      ids,
+    )
+    for d in (plain, padded)
+  ]
+  np.testing.assert_array_equal(logits[0], logits[1])
+  with pytest.raises(ValueError, match="more than the largest allowed rank 16; make a smaller"):
+    peft_io.export(lora, str(tmp_path / "refused"), ranks=serving.parse_ranks("8,16"))
+  assert not (tmp_path / "refused").exists()
+  assert serving.parse_ranks("vllm") == serving.VLLM_RANKS
+  with pytest.raises(ValueError, match="give 'vllm' or positive ranks"):
+    serving.parse_ranks("eight")
 
 
 def test_import_export_round_trip(llama, tmp_path):

@@ -1,5 +1,6 @@
 """Text-to-LoRA: hypernetwork shapes and sizes, step-0 behaviour, training, generation, errors."""
 
+import json
 import os
 import re
 import subprocess
@@ -289,6 +290,39 @@ def test_generate_cli_output_loads_in_peft_with_same_logits(trained, tiny_llama,
   np.testing.assert_allclose(np.asarray(expected), theirs, atol=1e-4, rtol=0)
 
 
+def test_generate_writes_a_benchmarks_adapters_in_one_command(trained, tmp_path):
+  """`t2l generate --descriptions FILE.jsonl --out-dir DIR --pad-rank 16`: one PEFT directory per
+  line, each the adapter of its description (padded from rank 8 to 16, the same delta), with its
+  metadata; a second run without --overwrite refuses before writing anything."""
+  from t2l_jax.cli import main
+  from t2l_jax.generate import Generator
+
+  lines = [{"name": "add7", "description": "Add 7 to the number."}]
+  lines.append({"name": "rev", "description": "Reverse the words."})
+  jsonl = tmp_path / "tasks.jsonl"
+  jsonl.write_text("".join(json.dumps(line) + "\n" for line in lines))
+  out = tmp_path / "adapters"
+  argv = ["generate", "--checkpoint", trained.workdir, "--descriptions", str(jsonl)]
+  assert main([*argv, "--out-dir", str(out), "--pad-rank", "16"]) == 0
+  assert sorted(os.listdir(out)) == ["add7", "rev"]
+  generator = Generator(trained.workdir)
+  loaded_config = hyperlora.base_weights.load_config(trained.base_model)
+  for line in lines:
+    meta = json.load(open(out / line["name"] / peft_io.METADATA_FILE))
+    assert meta["description"] == line["description"] and (meta["rank"], meta["peft_rank"]) == (
+      8,
+      16,
+    )
+    back = peft_io.load(str(out / line["name"]), loaded_config)
+    want = lora_lib.delta_weights(generator([line["description"]]).example(0))
+    got = lora_lib.delta_weights(back)
+    for module in want:
+      np.testing.assert_allclose(got[module], want[module], atol=1e-6)
+  before = {n: os.listdir(out / n) for n in os.listdir(out)}
+  assert main([*argv, "--out-dir", str(out)]) == 2
+  assert {n: os.listdir(out / n) for n in os.listdir(out)} == before
+
+
 def test_bad_input_errors(trained, tmp_path):
   from t2l_jax.generate import Generator
 
@@ -325,8 +359,6 @@ def test_reconstruction_learns_a_library(tiny_llama, tmp_path):
     targets[name] = target
   config.recon.library = str(tmp_path / "library")
   train_reconstruction(config)
-
-  import json
 
   log = [json.loads(l) for l in open(os.path.join(config.workdir, "logs", "metrics.jsonl"))]
   assert log[-1]["loss"] < 0.5 * log[0]["loss"]
