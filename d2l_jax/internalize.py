@@ -52,9 +52,12 @@ class Internalizer:
   def default_max_chunks(self) -> int:
     return MAX_SERVING_RANK // self.setup.spec.rank - 1
 
-  def check_size(self, document: str, chunk_len: int, max_chunks: int | None = None) -> int:
+  def check_size(
+    self, document: str, chunk_len: int, max_chunks: int | None = None, announce: bool = True
+  ) -> int:
     """The document's chunk count K; refuses (ValueError) more than max_chunks (default: what a
-    rank of MAX_SERVING_RANK holds) and announces the adapter's size above ANNOUNCE_CHUNKS."""
+    rank of MAX_SERVING_RANK holds) and, with `announce`, logs the adapter's size above
+    ANNOUNCE_CHUNKS (once, as its internalisation starts)."""
     if chunk_len <= 0:
       raise ValueError(f"the chunk length must be a positive number of tokens, not {chunk_len}")
     tokens = len(context.content_tokens(self.base.tokenizer, document))
@@ -70,7 +73,7 @@ class Internalizer:
         f"{(limit + 1) * spec.rank}, the most serving engines load); raise --chunk-len, or pass "
         f"--max-chunks {chunks} to make it anyway"
       )
-    if chunks > ANNOUNCE_CHUNKS:
+    if announce and chunks > ANNOUNCE_CHUNKS:
       log.info(
         "internalising %s tokens as %d chunks of %d: adapter rank %d, %.1f MB",
         f"{tokens:,}",
@@ -83,10 +86,14 @@ class Internalizer:
 
   def __call__(self, document: str, chunk_len: int | None = None, max_chunks: int | None = None):
     """The document's adapter: rank (K + 1) r for K = ceil(tokens / chunk_len) chunks."""
-    ec = self.config.eval
-    chunk_len = ec.chunk_len if chunk_len is None else chunk_len
+    chunk_len = self.chunk_len(chunk_len)
     self.check_size(document, chunk_len, max_chunks)
-    return self.setup.internalize(self.params, document, chunk_len, ec.get("chunk_scaling", "none"))
+    scaling = self.config.eval.get("chunk_scaling", "none")
+    return self.setup.internalize(self.params, document, chunk_len, scaling)
+
+  def chunk_len(self, chunk_len: int | None) -> int:
+    """The chunk length asked for, or the run's eval.chunk_len."""
+    return self.config.eval.chunk_len if chunk_len is None else chunk_len
 
   def export(
     self,
@@ -126,9 +133,8 @@ class Internalizer:
     dirs = {name: os.path.join(out_dir, name) for name in documents}
     for name, text in documents.items():
       peft_io.check_out_dir(dirs[name], overwrite)
-      self.check_size(
-        text, self.config.eval.chunk_len if chunk_len is None else chunk_len, max_chunks
-      )
+      # Sizes are announced as each one's internalisation starts, not twice.
+      self.check_size(text, self.chunk_len(chunk_len), max_chunks, announce=False)
     return [
       self.export(text, dirs[name], chunk_len, overwrite, max_chunks, ranks)
       for name, text in tqdm(documents.items(), desc="adapters", disable=len(documents) < 2)

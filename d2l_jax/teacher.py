@@ -65,14 +65,18 @@ def _top_k(logits, k: int):
   return jax.lax.top_k(jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1), k)
 
 
+def gold_answer(qa) -> str:
+  """The gold answer trained on. Any counts as right (SQuAD has three annotators'); the shortest
+  is the span itself rather than a longer phrase around it, and fits data.max_answer most often."""
+  return min(qa.answers, key=len)
+
+
 def with_fitting_gold(tokenizer, documents: list, max_answer: int) -> list:
-  """Documents whose study questions keep only those with a gold answer that fits max_answer
-  (SQuAD has gold answers of 50+ tokens); documents left with none are dropped. The teacher's
-  answers are cut to fit instead, so only gold training needs this."""
+  """Documents whose study questions keep only those whose gold answer (the one trained on)
+  fits max_answer (SQuAD has gold answers of 50+ tokens); documents left with none are dropped.
+  The teacher's answers are cut to fit instead, so only gold training needs this."""
   budget = max_answer - 4  # the end-of-turn tokens, as the teacher's answers leave room for
-  fits = lambda qa: min(
-    len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in qa.answers
-  )
+  fits = lambda qa: len(tokenizer(gold_answer(qa), add_special_tokens=False)["input_ids"])
   kept = [
     dataclasses.replace(d, study=tuple(q for q in d.study if fits(q) <= budget)) for d in documents
   ]
@@ -101,9 +105,7 @@ def prepare(base, pairs: list, dc, cache_dir: str | None, with_top_k: bool = Tru
   tok = base.tokenizer
   teacher_prompts = [in_context_prompt(doc.text, qa.question) for doc, qa in pairs]
   if dc.responses == "gold":
-    # Any gold answer counts as right (SQuAD has three annotators'); the shortest is the span
-    # itself rather than a longer phrase around it, and fits data.max_answer most often.
-    responses = [min(qa.answers, key=len) for _, qa in pairs]
+    responses = [gold_answer(qa) for _, qa in pairs]
   else:
     responses = gen.chat(
       base,

@@ -99,9 +99,8 @@ def export(
   out_dir must be new or empty, or (with `overwrite`) an adapter directory: anything else is
   refused with nothing written (check_out_dir). `extra` is stored as hyperlora.json beside the
   adapter (e.g. the task description), with the adapter's rank, the rank written and the scale
-  folded into B. `ranks`:
-  zero-pad to the smallest of these ranks that holds the adapter (a serving engine's list, e.g.
-  serving.VLLM_RANKS); the applied delta is unchanged.
+  folded into B. `ranks` (a serving engine's list, e.g. serving.VLLM_RANKS): zero-pad to the
+  smallest of them that holds the adapter; the applied delta is unchanged.
   """
   check_out_dir(out_dir, overwrite)
   if lora.is_batched:
