@@ -4,7 +4,7 @@ VENV ?= .venv
 PYTHON ?= python3
 PIP = $(VENV)/bin/python -m pip
 
-.PHONY: install install-tpu lint test bench
+.PHONY: install install-tpu install-eval lint test bench
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ install:
 # Optional: libtpu, so `hyperlora plan` compiles for TPU slices on this (CPU-only) machine.
 install-tpu:
 	$(PIP) install --no-deps -r requirements-tpu.txt
+
+# Optional: lm-evaluation-harness, so `hyperlora harness` scores our adapters in PyTorch.
+install-eval:
+	$(PIP) install -r requirements-eval.txt
 
 lint:
 	$(VENV)/bin/ruff check .

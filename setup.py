@@ -21,7 +21,7 @@ setup(
   ),
   install_requires=requirements + ["torch==2.13.0"],
   # `hyperlora plan` compiles for TPU slices from any machine; libtpu is what jax[tpu] pins.
-  extras_require={"tpu": ["libtpu==0.0.42.1"]},
+  extras_require={"tpu": ["libtpu==0.0.42.1"], "eval": ["lm-eval==0.4.13"]},
   entry_points={
     "console_scripts": [
       "hyperlora=hyperlora.cli:main",

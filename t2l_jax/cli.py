@@ -6,6 +6,8 @@ t2l train --config configs/t2l/recon.py --config.recon.library=LIBRARY_DIR
 t2l generate --checkpoint WORKDIR "Add 7 to the number." --out ADAPTER_DIR [--pad-rank vllm]
 t2l generate --checkpoint WORKDIR --descriptions tasks.jsonl --out-dir ADAPTERS   (one per line)
 t2l eval --checkpoint WORKDIR [--out results.json] [--step N]  (also writes results.md)
+t2l eval --checkpoint WORKDIR --export-harness-tasks DIR   (held-out tasks, base and adapters for
+                                        lm-evaluation-harness; then `hyperlora harness DIR`)
 t2l curve --checkpoint WORKDIR --steps 60,120,180 [--out curve.json]   (T2L vs its control by step)
 t2l encoders --config configs/t2l/smollm2_channel.py [--out encoders.json]
                                         (how MiniLM and the base model separate the suite's tasks)
@@ -140,6 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     help="evaluate T2L's checkpoint of this step (default: the latest), for a learning curve",
   )
   e.add_argument(
+    "--export-harness-tasks",
+    metavar="DIR",
+    help="instead of the tables: write the held-out sibling tasks as lm-evaluation-harness tasks "
+    "(JSONL + YAML), the base model, the multi-task LoRA, one T2L adapter per task and our "
+    "scores, to a new directory DIR; then `hyperlora harness DIR` compares",
+  )
+  e.add_argument(
     "--variants",
     default=EVAL_VARIANTS,
     help="rows to evaluate (comma-separated; the multi-task and oracle LoRAs appear when trained)",
@@ -225,6 +234,12 @@ def run_command(args) -> None:
     except ValueError as err:
       raise ValueError(f"--steps must be comma-separated integers, not {args.steps!r}") from err
     learning_curve(args.checkpoint, steps, args.out)
+  elif args.export_harness_tasks:
+    from hyperlora import hf_export
+    from t2l_jax import harness_tasks
+
+    hf_export.check_new_dir(args.export_harness_tasks)  # before loading anything
+    print(f"wrote {harness_tasks.export(args.checkpoint, args.export_harness_tasks, args.step)}")
   else:
     from t2l_jax.evaluate import evaluate
 

@@ -28,7 +28,7 @@ from t2l_jax.generate import Generator
 
 class TaskEval:
   """Per-example loss (teacher-forced, answer tokens), exact match and ROUGE-L (greedy) of one
-  adapter on one task."""
+  adapter on one task, and the answers they score."""
 
   def __init__(self, base, config):
     self.base, self.config = base, config
@@ -48,7 +48,7 @@ class TaskEval:
       )
     )
 
-  def __call__(self, task, lora, descriptions=None) -> dict[str, list[float]]:
+  def __call__(self, task, lora, descriptions=None) -> dict[str, list]:
     """descriptions: put these (cycled) in the prompts, as the multi-task LoRA trained on
     described prompts reads them."""
     ec, tok, dc = self.config.eval, self.base.tokenizer, self.config.data
@@ -70,6 +70,7 @@ class TaskEval:
       # Answers that repeat the input: what ROUGE-L credits on tasks that only edit the input.
       "echo": [float(a.strip() == x.strip()) for a, x in zip(answers, inputs)],
       "loss": loss.tolist(),
+      "answers": answers,
     }
 
 
@@ -146,6 +147,15 @@ def markdown(tables: dict[str, list[dict]], header: str) -> str:
   return header + "".join(f"\n{split}:\n\n{markdown_table(rows)}" for split, rows in tables.items())
 
 
+def restore_direct(generator: Generator, setup, name: str) -> lora_lib.LoRA | None:
+  """A multi-task LoRA the run trained ("multitask" or "multitask_described"; None when not)."""
+  path = t2l_model.workdir_paths(generator.workdir)[name]
+  if not (os.path.isdir(path) and os.listdir(path)):
+    return None
+  abstract = jax.eval_shape(lambda: t2l_model.init_direct_lora(setup.spec, setup.base.config, 0))
+  return lora_lib.LoRA(generator.run.restore_params(abstract, subdir=name), setup.spec.scale)
+
+
 def evaluate(
   workdir: str,
   out_json: str | None = None,
@@ -169,14 +179,8 @@ def evaluate(
   t2l = lambda emb: generator.apply(generator.params, _cycle(emb, n))
   random_emb = setup.embed(t2l_model.RANDOM_DESCRIPTIONS)
 
-  def direct(name):
-    """A trained multi-task LoRA of this run (None when it was not trained)."""
-    if not (os.path.isdir(paths[name]) and os.listdir(paths[name])):
-      return None
-    abstract = jax.eval_shape(lambda: t2l_model.init_direct_lora(setup.spec, setup.base.config, 0))
-    return lora_lib.LoRA(generator.run.restore_params(abstract, subdir=name), setup.spec.scale)
-
-  multitask, described = direct("multitask"), direct("multitask_described")
+  multitask = restore_direct(generator, setup, "multitask")
+  described = restore_direct(generator, setup, "multitask_described")
 
   def oracle(task):
     directory = os.path.join(paths["oracle"], task.name)

@@ -323,6 +323,30 @@ def test_generate_writes_a_benchmarks_adapters_in_one_command(trained, tmp_path)
   assert {n: os.listdir(out / n) for n in os.listdir(out)} == before
 
 
+def test_harness_bundle_scores_like_t2l_eval(trained, tmp_path):
+  """`t2l eval --export-harness-tasks DIR` then `hyperlora harness DIR`: lm-evaluation-harness
+  on the exported base, multi-task LoRA and T2L adapter gives our answers on every held-out
+  example; a directory that is not new is refused with nothing touched."""
+  pytest.importorskip("lm_eval")
+  from hyperlora.cli import main as hyperlora_main
+  from t2l_jax.cli import main
+
+  bundle = tmp_path / "bundle"
+  argv = ["eval", "--checkpoint", trained.workdir, "--export-harness-tasks", str(bundle)]
+  assert main(argv) == 0
+  assert sorted(os.listdir(bundle)) == ["adapters", "base", "ours.json", "tasks"]
+  assert sorted(os.listdir(bundle / "adapters" / "t2l")) == ["add_7"]
+  assert hyperlora_main(["harness", str(bundle)]) == 0
+  rows = json.load(open(bundle / "harness.json"))["rows"]
+  assert [r["adapter"] for r in rows] == ["base", "multitask", "t2l"]
+  for row in rows:
+    assert row["answers differ"] == 0 and row["examples"] == trained.eval.examples_per_task
+    assert row["harness exact match"] == row["t2l eval exact match"]
+  before = sorted(os.listdir(bundle))
+  assert main(argv) == 2
+  assert sorted(os.listdir(bundle)) == before
+
+
 def test_bad_input_errors(trained, tmp_path):
   from t2l_jax.generate import Generator
 

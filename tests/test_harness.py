@@ -1,0 +1,72 @@
+"""lm-evaluation-harness (the optional `eval` extra) scores a bundle we write the way we do: on a
+tiny random model, base and LoRA-patched, the harness's greedy answers in PyTorch equal ours in
+JAX, example by example, and so does its exact match (targets chosen so half the examples match)."""
+
+import json
+import os
+
+import jax
+import pytest
+
+import hyperlora
+from hyperlora import generate as gen
+from hyperlora import harness, peft_io
+from hyperlora import lora as lora_lib
+from hyperlora.cli import main
+from hyperlora.sft import Example
+
+pytest.importorskip("lm_eval")
+
+PROMPTS = ["one two three", "Count the vowels.", "The quick brown fox", "Answer with yes or no."]
+
+
+def test_harness_answers_and_exact_match_equal_ours(tiny_model, tmp_path):
+  path, _ = tiny_model("llama")
+  loaded = hyperlora.load(path)
+  lora = lora_lib.init(jax.random.key(0), loaded.config, ["q_proj", "v_proj"], 8, 2.0, b_std=0.3)
+  examples = [Example(p, "", "") for p in PROMPTS]
+  entries = []
+  for variant, adapter, patch in (("base", None, None), ("lora", "adapters/lora", lora)):
+    answers = gen.chat(loaded, examples, 6, patch)
+    # Targets: our own answer on even examples, something else on odd ones (exact match 0.5).
+    targets = [a if i % 2 == 0 else a + " no" for i, a in enumerate(answers)]
+    entries.append(
+      {
+        "variant": variant,
+        "task": f"{variant}_task",
+        "adapter": adapter,
+        "answers": answers,
+        "exact_match": [float(a.strip() == t.strip()) for a, t in zip(answers, targets)],
+        "targets": targets,
+      }
+    )
+  assert entries[0]["answers"] != entries[1]["answers"]  # the adapter matters
+  tasks = {e["task"]: [Example(p, t, "") for p, t in zip(PROMPTS, e["targets"])] for e in entries}
+  bundle = str(tmp_path / "bundle")
+  harness.write_bundle(
+    bundle,
+    path,
+    loaded.tokenizer,
+    gen.eos_ids_of(loaded.tokenizer, loaded.config),
+    6,
+    tasks,
+    lambda staging: peft_io.export(lora, os.path.join(staging, "adapters", "lora"), path),
+    entries,
+    source="test",
+  )
+  assert main(["harness", bundle]) == 0
+  with open(os.path.join(bundle, "harness.json")) as f:
+    result = json.load(f)
+  assert len(result["rows"]) == 2
+  for row in result["rows"]:
+    assert row["examples"] == len(PROMPTS)
+    assert row["answers differ"] == 0 and row["scores differ"] == 0, result["differing_answers"]
+    assert row["harness exact match"] == row["t2l eval exact match"] == "0.500"
+  assert os.path.isfile(os.path.join(bundle, "harness.md"))
+  assert "lm_eval --model hf" in result["commands"]["adapters/lora"]
+
+
+def test_harness_refuses_what_is_not_a_bundle(tmp_path, capsys):
+  assert main(["harness", str(tmp_path)]) == 2
+  err = capsys.readouterr().err.strip()
+  assert "not a harness bundle" in err and "--export-harness-tasks" in err and "\n" not in err
