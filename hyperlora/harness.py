@@ -194,6 +194,10 @@ def compare(bundle: str, out_json: str | None = None, limit: int | None = None) 
   match, the harness's, and on how many examples the scores and the answers differ. Writes the
   rows as JSON and Markdown (out_json, default bundle/harness.json, .md beside it)."""
   manifest = read_bundle(bundle)
+  if out_json:  # a file of the user's: never replaced (the default, in the bundle, is ours)
+    for path in (out_json, os.path.splitext(out_json)[0] + ".md"):
+      if os.path.lexists(path):
+        raise ValueError(f"--out: {path!r} already exists; nothing was run: give a new file")
   by_adapter: dict = {}
   for entry in manifest["entries"]:
     by_adapter.setdefault(entry["adapter"], []).append(entry)

@@ -66,7 +66,12 @@ def test_harness_answers_and_exact_match_equal_ours(tiny_model, tmp_path):
   assert "lm_eval --model hf" in result["commands"]["adapters/lora"]
 
 
-def test_harness_refuses_what_is_not_a_bundle(tmp_path, capsys):
+def test_harness_refuses_what_is_not_a_bundle_and_never_replaces_out(tmp_path, capsys):
   assert main(["harness", str(tmp_path)]) == 2
   err = capsys.readouterr().err.strip()
   assert "not a harness bundle" in err and "--export-harness-tasks" in err and "\n" not in err
+  (tmp_path / harness.MANIFEST).write_text(json.dumps({"entries": []}))
+  precious = tmp_path / "results.md"
+  precious.write_text("keep me")
+  assert main(["harness", str(tmp_path), "--out", str(tmp_path / "results.json")]) == 2
+  assert "already exists" in capsys.readouterr().err and precious.read_text() == "keep me"
