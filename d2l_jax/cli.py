@@ -6,6 +6,9 @@ d2l internalize --checkpoint WORKDIR a.txt b.txt --out-dir ADAPTERS [--pad-rank 
 d2l ask --checkpoint WORKDIR doc.txt "What did she keep as a pet?" [--compare]
 d2l eval --checkpoint WORKDIR [--out results.json]  (QA: base / ICL / CD / D2L / control; NIAH
 lengths)
+d2l eval --checkpoint WORKDIR --export-harness-tasks DIR   (held-out documents, base and one
+                                        adapter each for lm-evaluation-harness; then
+                                        `hyperlora harness DIR`)
 d2l curve --checkpoint WORKDIR --steps 300,600,900 [--out curve.json]   (D2L vs control by step)
 """
 
@@ -38,6 +41,11 @@ def positive_int(text: str) -> int:
   if value <= 0:
     raise argparse.ArgumentTypeError(f"must be a whole number above 0, not {text!r}")
   return value
+
+
+def positive_ints(text: str) -> tuple[int, ...]:
+  """argparse type: comma-separated whole numbers above 0."""
+  return tuple(positive_int(v) for v in text.split(","))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -114,6 +122,17 @@ def _parser() -> argparse.ArgumentParser:
     help="ask the needle-in-a-haystack table even of a run that did not train on haystacks "
     "(what a curriculum's later stage kept)",
   )
+  e.add_argument(
+    "--niah-multiples",
+    type=positive_ints,
+    help="haystack lengths as comma-separated multiples of the training length, e.g. "
+    "1,4,8,32,64,128 (default: the config's)",
+  )
+  e.add_argument(
+    "--niah-depths",
+    type=positive_int,
+    help="haystacks per length, the needle at evenly spaced depths (default: the config's)",
+  )
   source = e.add_mutually_exclusive_group()
   source.add_argument(
     "--squad-file",
@@ -134,6 +153,13 @@ def _parser() -> argparse.ArgumentParser:
     help="training documents D2L and its control are also asked about (default: the config's)",
   )
   e.add_argument("--max-new-tokens", type=int, help="answer length limit (default: the config's)")
+  e.add_argument(
+    "--export-harness-tasks",
+    metavar="DIR",
+    help="instead of the tables: write the held-out documents' questions as lm-evaluation-harness "
+    "tasks (without and with the document), the base model, one D2L adapter per document and our "
+    "answers and scores, to a new directory DIR; then `hyperlora harness DIR` compares",
+  )
   e.add_argument(
     "--cd-documents",
     type=int,
@@ -189,6 +215,8 @@ def run_command(args) -> None:
     overrides = {
       k: v
       for k, v in (
+        ("niah_multiples", args.niah_multiples),
+        ("niah_depths", args.niah_depths),
         ("documents", args.documents),
         ("cd_documents", args.cd_documents),
         ("train_documents", args.train_documents),
@@ -198,11 +226,25 @@ def run_command(args) -> None:
       )
       if v is not None
     }
+    niah = False if args.no_niah else (True if args.niah else None)
+    if args.export_harness_tasks:
+      from d2l_jax import harness_tasks
+      from hyperlora import hf_export
+
+      hf_export.check_new_dir(args.export_harness_tasks)  # before loading anything
+      for knob, value in (("--documents", args.documents), ("--niah-depths", args.niah_depths)):
+        if value == 1:
+          raise ValueError(f"the control needs two or more documents: give {knob} 2 or more")
+      out = harness_tasks.export(
+        args.checkpoint, args.export_harness_tasks, args.step, overrides, niah
+      )
+      print(f"wrote {out}; next: hyperlora harness {out}")
+      return
     evaluate(
       args.checkpoint,
       args.out,
       tuple(args.methods.split(",")),
-      niah=False if args.no_niah else (True if args.niah else None),
+      niah=niah,
       overrides=overrides,
       step=args.step,
     )

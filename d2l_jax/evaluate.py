@@ -15,6 +15,7 @@ latency per document (preparing the context + answering) and memory: the context
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 
@@ -90,7 +91,8 @@ class Harness:
 
   def adapter(self, method: str, doc, chunk_len: int):
     if method == "d2l":
-      return self.d2l(doc.text, chunk_len)
+      # No serving limit on the rank here: the adapter stays in JAX (NIAH asks up to 128x).
+      return self.d2l(doc.text, chunk_len, max_chunks=math.inf)
     if method == "cd":
       if self._cd is None:
         self._cd = ContextDistillation(self.base, self.config)
@@ -258,19 +260,32 @@ def qa_tables(harness: Harness, held_out: list, seen: list, methods) -> dict:
   return {"qa": qa, "cost": cost, "per_document": per_doc}
 
 
+def niah_documents(config, tokenizer, multiple: int) -> list:
+  """eval.niah_depths held-out haystacks of `multiple` times the training length, the needle at
+  evenly spaced depths."""
+  ec = config.eval
+  return [
+    corpus.niah_document(
+      tokenizer, config.data.niah_max_len * multiple, float(d), seed=ec.seed + 1000 * multiple + i
+    )
+    for i, d in enumerate(np.linspace(0.0, 1.0, ec.niah_depths))
+  ]
+
+
+def needle_found(doc, answer: str) -> float:
+  """NIAH's score: the needle's number occurs in the answer."""
+  return float(doc.test[0].answers[0] in answer)
+
+
 def niah_table(harness: Harness, methods) -> list[dict]:
   """Accuracy (the needle's number in the answer) over eval.niah_depths haystacks at multiples of
   the training length, with its interval; the control answers each haystack with the adapter of the
   next one (another number)."""
   ec, dc, tok = harness.config.eval, harness.config.data, harness.base.tokenizer
-  depths = np.linspace(0.0, 1.0, ec.niah_depths)
   rows = {}
   for multiple in ec.niah_multiples:
     length = dc.niah_max_len * multiple
-    docs = [
-      corpus.niah_document(tok, length, float(d), seed=ec.seed + 1000 * multiple + i)
-      for i, d in enumerate(depths)
-    ]
+    docs = niah_documents(harness.config, tok, multiple)
     question = docs[0].test[0].question
     hits = {}
     for method in [m for m in methods if m in ("base", "icl", "d2l")]:
@@ -281,15 +296,15 @@ def niah_table(harness: Harness, methods) -> list[dict]:
       for name in {"d2l": ("d2l", "control")}.get(method, (method,)):
         hits[name] = [
           [
-            float(
-              doc.test[0].answers[0]
-              in harness.answer(
+            needle_found(
+              doc,
+              harness.answer(
                 method,
                 doc,
                 [question],
                 None,
                 adapters[control_index(i, len(docs)) if name == "control" else i],
-              )[0]
+              )[0],
             )
           ]
           for i, doc in enumerate(docs)

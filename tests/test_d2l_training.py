@@ -370,3 +370,36 @@ def test_learning_curve_over_checkpoints(trained, tmp_path):
   assert (tmp_path / "curve.md").read_text().startswith("| step |")
   with pytest.raises(FileNotFoundError, match="no checkpoint of step 7"):
     learning_curve(config.workdir, [7])
+
+
+def test_harness_bundle_answers_like_d2l_eval(trained, tmp_path):
+  """`d2l eval --export-harness-tasks DIR` then `hyperlora harness DIR`: lm-evaluation-harness on
+  the exported base and per-document D2L adapters gives our answers to every question, without
+  the document, with it in context (ICL), with its own adapter and with another document's (the
+  control), and on the haystacks; the scores agree where the answers do. Asking for a single
+  document (no control) or an existing directory is refused with nothing written."""
+  pytest.importorskip("lm_eval")
+  from d2l_jax.cli import main
+  from hyperlora.cli import main as hyperlora_main
+
+  _, config = trained
+  bundle = tmp_path / "bundle"
+  argv = ["eval", "--checkpoint", config.workdir, "--export-harness-tasks", str(bundle)]
+  assert main([*argv, "--documents", "1"]) == 2 and not bundle.exists()
+  assert main([*argv, "--documents", "2", "--niah-depths", "2"]) == 0
+  assert sorted(os.listdir(bundle / "adapters" / "d2l")) == ["niah000", "niah001", "qa000", "qa001"]
+  manifest = json.loads((bundle / "ours.json").read_text())
+  assert manifest["match"]["qa000"] == "squad" and manifest["match"]["niah001_icl"] == "digits"
+  assert hyperlora_main(["harness", str(bundle)]) == 0
+  rows = json.loads((bundle / "harness.json").read_text())["rows"]
+  assert sorted({r["adapter"] for r in rows}) == ["base", "control", "d2l", "icl"]
+  assert len(rows) == 4 * 4  # (base, ICL, D2L, control) x (2 documents + 2 haystacks)
+  ours = {(e["variant"], e["task"]): e for e in manifest["entries"]}
+  for row in rows:
+    assert row["examples"] == len(ours[row["adapter"], row["task"]]["answers"]) > 0
+    assert row["answers differ"] == 0, row
+    if row["task"].startswith("qa"):  # the same answers, SQuAD-normalised both ways
+      assert row["harness exact match"] == row["d2l eval exact match"]
+  before = sorted(os.listdir(bundle))
+  assert main([*argv, "--documents", "2"]) == 2
+  assert sorted(os.listdir(bundle)) == before

@@ -41,7 +41,12 @@ def test_harness_answers_and_exact_match_equal_ours(tiny_model, tmp_path):
       }
     )
   assert entries[0]["answers"] != entries[1]["answers"]  # the adapter matters
-  tasks = {e["task"]: [Example(p, t, "") for p, t in zip(PROMPTS, e["targets"])] for e in entries}
+  tasks = {
+    e["task"]: harness.Task.from_examples(
+      loaded.tokenizer, [Example(p, t, "") for p, t in zip(PROMPTS, e["targets"])]
+    )
+    for e in entries
+  }
   bundle = str(tmp_path / "bundle")
   harness.write_bundle(
     bundle,
@@ -53,6 +58,7 @@ def test_harness_answers_and_exact_match_equal_ours(tiny_model, tmp_path):
     lambda staging: peft_io.export(lora, os.path.join(staging, "adapters", "lora"), path),
     entries,
     source="test",
+    scorer="t2l eval",
   )
   assert main(["harness", bundle]) == 0
   with open(os.path.join(bundle, "harness.json")) as f:
@@ -75,3 +81,37 @@ def test_harness_refuses_what_is_not_a_bundle_and_never_replaces_out(tmp_path, c
   precious.write_text("keep me")
   assert main(["harness", str(tmp_path), "--out", str(tmp_path / "results.json")]) == 2
   assert "already exists" in capsys.readouterr().err and precious.read_text() == "keep me"
+
+
+def test_harness_match_options_score_like_our_metrics():
+  """The harness's exact_match with harness.MATCH's options against our own metrics, on answers
+  where they could part: SQuAD normalisation (case, punctuation, articles, spacing) against any
+  gold answer, and the needle's digits."""
+  from lm_eval.api.metrics import exact_match_hf_evaluate
+
+  from d2l_jax import scoring
+
+  def theirs(match, answer, golds):
+    options = harness.MATCH[match]
+    return max(exact_match_hf_evaluate([answer], [g], **options)["exact_match"] for g in golds)
+
+  squad = [
+    ("The Eiffel Tower.", ["Eiffel Tower"]),
+    ("  eiffel   tower ", ["the Eiffel Tower"]),
+    ("An apple", ["apple", "pear"]),
+    ("pear!", ["apple", "Pear"]),
+    ("Paris, France", ["Paris"]),
+    ("theater", ["ater"]),  # "the" inside a word is not an article
+    ("1,024", ["1024"]),
+    ("", ["x"]),
+  ]
+  for answer, golds in squad:
+    ours = scoring.best(scoring.exact_match, answer, golds)
+    assert theirs("squad", answer, golds) == ours, answer
+  for answer, number, found in (
+    ("The number is 4821.", "4821", 1.0),
+    ("4821", "4821", 1.0),
+    ("It is 1234", "4821", 0.0),
+  ):
+    assert theirs("digits", answer, [number]) == found == float(number in answer)
+  assert theirs("strip", " yes \n", ["yes"]) == 1.0 and theirs("strip", "Yes", ["yes"]) == 0.0
