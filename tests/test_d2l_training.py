@@ -403,3 +403,35 @@ def test_harness_bundle_answers_like_d2l_eval(trained, tmp_path):
   before = sorted(os.listdir(bundle))
   assert main([*argv, "--documents", "2"]) == 2
   assert sorted(os.listdir(bundle)) == before
+
+
+def test_niah_lengths_from_the_command_line_past_the_serving_rank(trained, tmp_path, capsys):
+  """`d2l eval --niah-multiples/--niah-depths` choose the haystacks; the evaluation internalises a
+  haystack of more chunks than a served adapter may hold (its rank stays in JAX); a bad list is
+  one line before anything loads."""
+  from d2l_jax.cli import main
+  from d2l_jax.evaluate import evaluate
+
+  _, config = trained
+  served = Internalizer(config.workdir).default_max_chunks
+  multiple = served * 8 // config.data.niah_max_len + 1  # chunks of 8 tokens: more than served
+  result = evaluate(
+    config.workdir,
+    methods=("d2l",),
+    overrides={
+      "documents": 2,
+      "train_documents": 0,
+      "niah_multiples": (multiple,),
+      "niah_depths": 2,
+      "niah_chunk_len": 8,
+    },
+  )
+  row = {r["method"]: r for r in result["niah"]}["D2L adapter"]
+  assert list(row) == ["method", f"{multiple}x ({multiple * config.data.niah_max_len} tok)"]
+  argv = ["eval", "--checkpoint", config.workdir, "--methods", "d2l", "--documents", "2"]
+  out = tmp_path / "eval.json"
+  assert main([*argv, "--niah-multiples", "1", "--niah-depths", "3", "--out", str(out)]) == 0
+  assert list(json.loads(out.read_text())["niah"][0])[1:] == ["1x (96 tok)"]
+  with pytest.raises(SystemExit) as exit_info:
+    main([*argv, "--niah-multiples", "1,0"])
+  assert exit_info.value.code == 2 and "above 0" in capsys.readouterr().err
