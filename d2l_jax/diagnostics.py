@@ -69,3 +69,35 @@ def make_probe(setup, documents: list[str], chunk_len: int):
     }
 
   return probe
+
+
+def chunk_norms(lora: lora_lib.LoRA, rank: int) -> jax.Array:
+  """|dW| of each part of a chunked adapter (chunking.combine: rank (K + 1) r, chunk-major, the
+  bias adapter last) -> [K + 1]: the K chunks' deltas, then the bias's."""
+  parts = lora.rank // rank
+  return jnp.stack(
+    [
+      dw_norm(
+        lora.replace(
+          weights={
+            m: {
+              "A": w["A"][..., k * rank : (k + 1) * rank, :],
+              "B": w["B"][..., k * rank : (k + 1) * rank],
+            }
+            for m, w in lora.weights.items()
+          }
+        )
+      )
+      for k in range(parts)
+    ]
+  )
+
+
+def needle_chunk(tokenizer, document: str, number: str, chunk_len: int) -> int:
+  """Index of the chunk (chunking.split of the document's tokens) holding the needle's number; -1
+  when a chunk boundary cuts it."""
+  content = context.content_tokens(tokenizer, document)
+  for k, part in enumerate(chunking.split(content, chunk_len)):
+    if number in tokenizer.decode(part):
+      return k
+  return -1

@@ -25,7 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import hyperlora
-from d2l_jax import context, corpus, scoring, squad, teacher
+from d2l_jax import context, corpus, diagnostics, scoring, squad, teacher
 from d2l_jax.internalize import Internalizer
 from d2l_jax.train import ContextDistillation, question_pairs, squad_split
 from hyperlora import generate as gen
@@ -277,12 +277,36 @@ def needle_found(doc, answer: str) -> float:
   return float(doc.test[0].answers[0] in answer)
 
 
-def niah_table(harness: Harness, methods) -> list[dict]:
+def norm_row(harness: Harness, docs: list, adapters: list, length: int) -> dict:
+  """Why accuracy may fall with the chunk count K: the chunks' deltas are summed with no 1/K, so
+  the needle's chunk is one of K. Means over the haystacks: |dW| of the needle's chunk, of the
+  other chunks (each), and of the whole adapter (all chunks and the bias)."""
+  rank, tok = harness.d2l.setup.spec.rank, harness.base.tokenizer
+  needle, others, whole = [], [], []
+  for doc, lora in zip(docs, adapters):
+    norms = np.asarray(diagnostics.chunk_norms(lora, rank))[:-1]  # the bias's is last
+    k = diagnostics.needle_chunk(
+      tok, doc.text, doc.test[0].answers[0], harness.config.eval.niah_chunk_len
+    )
+    if k >= 0:
+      needle.append(norms[k])
+      others.extend(np.delete(norms, k))
+    whole.append(float(diagnostics.dw_norm(lora)))
+  return {
+    "length": f"{length} tok",
+    "chunks": len(norms),
+    "needle chunk |dW|": float(np.mean(needle)) if needle else float("nan"),
+    "other chunk |dW|": float(np.mean(others)) if others else float("nan"),
+    "whole adapter |dW|": float(np.mean(whole)),
+  }
+
+
+def niah_table(harness: Harness, methods) -> tuple[list[dict], list[dict]]:
   """Accuracy (the needle's number in the answer) over eval.niah_depths haystacks at multiples of
   the training length, with its interval; the control answers each haystack with the adapter of the
-  next one (another number)."""
+  next one (another number). With D2L, also its adapters' norms by length (norm_row)."""
   ec, dc, tok = harness.config.eval, harness.config.data, harness.base.tokenizer
-  rows = {}
+  rows, norms = {}, []
   for multiple in ec.niah_multiples:
     length = dc.niah_max_len * multiple
     docs = niah_documents(harness.config, tok, multiple)
@@ -293,6 +317,8 @@ def niah_table(harness: Harness, methods) -> list[dict]:
         harness.adapter(method, d, ec.niah_chunk_len)
         for d in tqdm(docs, desc=f"NIAH {length} / {method}", leave=False)
       ]
+      if method == "d2l":
+        norms.append(norm_row(harness, docs, adapters, length))
       for name in {"d2l": ("d2l", "control")}.get(method, (method,)):
         hits[name] = [
           [
@@ -315,7 +341,7 @@ def niah_table(harness: Harness, methods) -> list[dict]:
       rows.setdefault(name, {"method": _NAMES[name]})[f"{multiple}x ({length} tok)"] = with_ci(
         *bootstrap_ci(values)
       )
-  return list(rows.values())
+  return list(rows.values()), norms
 
 
 def evaluate(
@@ -350,7 +376,7 @@ def evaluate(
     ("Cost per held-out document (test phrasings)", result["cost"]),
   ]
   if niah or (niah is None and harness.config.data.niah_documents):
-    result["niah"] = niah_table(harness, methods)
+    result["niah"], result["niah_norms"] = niah_table(harness, methods)
     sections.append(
       (
         f"Needle in a haystack: accuracy over {ec.niah_depths} held-out haystacks per "
@@ -359,6 +385,14 @@ def evaluate(
         result["niah"],
       )
     )
+    if result["niah_norms"]:
+      sections.append(
+        (
+          "D2L adapters of the haystacks: Frobenius norm of the weight delta, means over the "
+          "haystacks (the chunks' deltas are summed, no 1/K)",
+          result["niah_norms"],
+        )
+      )
   for title, rows in sections:
     print(f"\n{title}:")
     print_table(rows)
