@@ -13,7 +13,7 @@ fsdp, `hyper_mlp` / `hyper_heads` -> tensor), so an fsdp mesh shards them.
 
 Its plans on v5e-8 (`hyperlora plan --config=configs/d2l/gemma2_2b.py --target=v5e:2x4
 --mesh=auto --program=train|internalize`; estimates from the compiler and public peak figures,
-README), which set this config's mesh:
+docs/scale_out.md), which set this config's mesh:
 - train step (8 documents of up to 2,048 tokens in one chunk x 2 questions): all 10 meshes fit;
   auto picks 4x1x2 (data 4, tensor 2): 8.1 of 16 GB per chip, compute-bound, estimated 198 ms a
   step (255 ms with no overlap). The fsdp=8 mesh this config had is the worst of the 10 (226 ms,

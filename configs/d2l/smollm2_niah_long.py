@@ -1,7 +1,7 @@
 """The main job's recipe, longer and trained on several chunks: what it takes on 2 CPU cores for
 the needle-in-a-haystack targets. Measured on a 2-core machine shared with another job: training
 77 minutes, evaluation 17.5. Held-out haystacks (10 per length): D2L 1.0 / 0.8 / 0.9 at 1x / 2x /
-4x the training length, its control (another haystack's adapter) 0.0 at every length (README).
+4x the training length, its control (another haystack's adapter) 0.0 at every length (docs/d2l.md).
 
 Changes from configs/d2l/smollm2_synthetic.py, and why:
 - 1,500 steps over 12,000 distinct haystacks (each still seen about once): the main job's training

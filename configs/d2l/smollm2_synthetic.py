@@ -2,13 +2,13 @@
 cores (training about 25 minutes, evaluation about 12; gold answers + cross-entropy, the reference's
 NIAH setting, so no teacher pass).
 
-What makes the hypernetwork read (README, "Why D2L ignored documents"): lr 1e-4 (1e-3 kills the
+What makes the hypernetwork read (docs/d2l.md, "Why D2L ignored documents"): lr 1e-4 (1e-3 kills the
 document path) and many distinct documents, each seen about once: 3,000 haystacks of 32..128 tokens
 (the reference's first length bin) for 600 steps of 8, so memorising haystacks cannot lower the loss
 and only reading the needle can. To fit the budget: features from the state after the first L // 4
 layers (the reference's NIAH setting; only those layers run), a narrower Perceiver than the
 reference's (latent 128, 2 blocks), 1 or 2 chunks. The evaluation also asks about held-out synthetic
-biographies (with ICL and the base model beside D2L); the README shows what training on 1,500 of
+biographies (with ICL and the base model beside D2L); docs/d2l.md shows what training on 1,500 of
 them beside the haystacks did at this budget.
 
   d2l train --config configs/d2l/smollm2_synthetic.py [--config.train.steps=300 ...]

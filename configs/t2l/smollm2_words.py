@@ -24,7 +24,7 @@ def get_config():
   )
   # 480 steps of 8 (tasks x 1 example), T2L and the multi-task LoRA each (about 3 s a step on 2
   # CPU cores: 25 minutes each): T2L fits its training tasks well before it reaches held-out k
-  # (README, "T2L main job", the learning curve). Checkpoints every 120 steps for `t2l curve`.
+  # (docs/t2l.md, "T2L main job", the learning curve). Checkpoints every 120 steps for `t2l curve`.
   # The described multi-task LoRA (the text channel) is one flag,
   # --config.baselines.multitask_described=True: 25 more minutes.
   c.train.update(steps=480, ckpt_every=120, keep_checkpoints=4)
