@@ -295,9 +295,9 @@ def norm_row(harness: Harness, docs: list, adapters: list, length: int) -> dict:
   return {
     "length": f"{length} tok",
     "chunks": len(norms),
-    "needle chunk |dW|": float(np.mean(needle)) if needle else float("nan"),
-    "other chunk |dW|": float(np.mean(others)) if others else float("nan"),
-    "whole adapter |dW|": float(np.mean(whole)),
+    "needle chunk dW norm": float(np.mean(needle)) if needle else float("nan"),
+    "other chunk dW norm": float(np.mean(others)) if others else float("nan"),
+    "whole adapter dW norm": float(np.mean(whole)),
   }
 
 

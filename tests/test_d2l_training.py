@@ -429,8 +429,8 @@ def test_niah_lengths_from_the_command_line_past_the_serving_rank(trained, tmp_p
   row = {r["method"]: r for r in result["niah"]}["D2L adapter"]
   assert list(row) == ["method", f"{multiple}x ({multiple * config.data.niah_max_len} tok)"]
   (norms,) = result["niah_norms"]  # the chunks' deltas beside the needle's
-  assert norms["chunks"] > served and norms["needle chunk |dW|"] > 0
-  assert norms["whole adapter |dW|"] > norms["other chunk |dW|"] > 0
+  assert norms["chunks"] > served and norms["needle chunk dW norm"] > 0
+  assert norms["whole adapter dW norm"] > norms["other chunk dW norm"] > 0
   argv = ["eval", "--checkpoint", config.workdir, "--methods", "d2l", "--documents", "2"]
   out = tmp_path / "eval.json"
   assert main([*argv, "--niah-multiples", "1", "--niah-depths", "3", "--out", str(out)]) == 0

@@ -2,9 +2,9 @@
 hypernetwork that learnt to read haystacks (configs/d2l/smollm2_niah_long.py), on 2 CPU cores.
 
 Why a warm start: trained from scratch, a batch of biographies beside haystacks learnt neither in
-650 steps (docs/d2l.md, "Why D2L ignored documents"); the NIAH run needed 1,000 steps before its adapters
-carried a 4-digit number at all. Starting from that hypernetwork, whose document path already
-writes what it reads into the adapter, this run only has to learn which facts a biography's
+650 steps (docs/d2l.md, "Why D2L ignored documents"); the NIAH run needed 1,000 steps before its
+adapters carried a 4-digit number at all. Starting from that hypernetwork, whose document path
+already writes what it reads into the adapter, this run only has to learn which facts a biography's
 questions ask for. Each of 8,000 distinct biographies is seen about once (8 a step, 2 of their 7
 study questions each), so memorising them cannot lower the loss and only reading can.
 
