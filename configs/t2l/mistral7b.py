@@ -8,8 +8,8 @@ Prompts are cut at 512 tokens; the base is rematerialised per layer.
 Plan it from any machine (abstract weights from the model's published config.json fields):
   hyperlora plan --config=configs/t2l/mistral7b.py --target=v5e:4x4 --mesh=auto --out=plan.json
 On v5e-16 that plan (docs/scale_out.md) fits every mesh whose data x fsdp divides the batch of 8
-and picks data 4 x tensor 4 (the mesh below): peak 4.2 GB of 16 per chip, estimated 56 ms a step, compute
-bound, MFU 67% (an upper estimate: peak FLOP/s and perfect overlap; not measured on a TPU).
+and picks data 4 x tensor 4 (the mesh below): peak 4.2 GB of 16 per chip, estimated 56 ms a step,
+compute bound, MFU 67% (an upper estimate: peak FLOP/s and perfect overlap; not measured on a TPU).
 Train it (a local checkpoint directory, the Lots-of-LoRAs tasks, the encoder):
   t2l train --config configs/t2l/mistral7b.py --config.base_model=/ckpt/Mistral-7B-Instruct-v0.2 \\
       --config.data.tasks_dir=/data/lol --config.encoder.path=/ckpt/gte-large-en-v1.5
