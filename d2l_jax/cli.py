@@ -232,9 +232,9 @@ def run_command(args) -> None:
       from hyperlora import hf_export
 
       hf_export.check_new_dir(args.export_harness_tasks)  # before loading anything
-      for knob, value in (("--documents", args.documents), ("--niah-depths", args.niah_depths)):
-        if value == 1:
-          raise ValueError(f"the control needs two or more documents: give {knob} 2 or more")
+      harness_tasks.check_controls(
+        {"--documents": args.documents, "--niah-depths": args.niah_depths}
+      )
       out = harness_tasks.export(
         args.checkpoint, args.export_harness_tasks, args.step, overrides, niah
       )

@@ -280,11 +280,13 @@ def needle_found(doc, answer: str) -> float:
 def norm_row(harness: Harness, docs: list, adapters: list, length: int) -> dict:
   """Why accuracy may fall with the chunk count K: the chunks' deltas are summed with no 1/K, so
   the needle's chunk is one of K. Means over the haystacks: |dW| of the needle's chunk, of the
-  other chunks (each), and of the whole adapter (all chunks and the bias)."""
+  other chunks (each), and of the whole adapter (all chunks and the bias); chunks: the most any
+  haystack has."""
   rank, tok = harness.d2l.setup.spec.rank, harness.base.tokenizer
-  needle, others, whole = [], [], []
+  needle, others, whole, chunks = [], [], [], []
   for doc, lora in zip(docs, adapters):
     norms = np.asarray(diagnostics.chunk_norms(lora, rank))[:-1]  # the bias's is last
+    chunks.append(len(norms))
     k = diagnostics.needle_chunk(
       tok, doc.text, doc.test[0].answers[0], harness.config.eval.niah_chunk_len
     )
@@ -294,7 +296,7 @@ def norm_row(harness: Harness, docs: list, adapters: list, length: int) -> dict:
     whole.append(float(diagnostics.dw_norm(lora)))
   return {
     "length": f"{length} tok",
-    "chunks": len(norms),
+    "chunks": max(chunks),
     "needle chunk dW norm": float(np.mean(needle)) if needle else float("nan"),
     "other chunk dW norm": float(np.mean(others)) if others else float("nan"),
     "whole adapter dW norm": float(np.mean(whole)),

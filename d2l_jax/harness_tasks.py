@@ -33,6 +33,14 @@ def _score(kind: str, doc, answers: list[str], golds: list) -> list[float]:
   return [scoring.best(scoring.exact_match, a, g) for a, g in zip(answers, golds)]
 
 
+def check_controls(counts: dict) -> None:
+  """{flag: number of documents (None: not given)}: the control asks each document with another
+  one's adapter, so every group needs two or more."""
+  for flag, count in counts.items():
+    if count is not None and count < 2:
+      raise ValueError(f"the control needs two or more documents: give {flag} 2 or more")
+
+
 def export(
   workdir: str,
   out_dir: str,
@@ -52,10 +60,8 @@ def export(
   groups = {"qa": d2l_eval.eval_documents(config, asker.cache_dir)}
   if niah or (niah is None and config.data.niah_documents):
     groups["niah"] = d2l_eval.niah_documents(config, tok, 1)
-  for kind, docs in groups.items():
-    if len(docs) < 2:
-      knob = "--documents" if kind == "qa" else "--config.eval.niah_depths"
-      raise ValueError(f"the control needs two or more documents: ask for {knob} 2 or more")
+  flags = {"qa": "--documents", "niah": "--niah-depths"}
+  check_controls({flags[kind]: len(docs) for kind, docs in groups.items()})
 
   tasks, entries, documents = {}, [], {}
   for kind, docs in groups.items():
@@ -63,7 +69,7 @@ def export(
     chunk_len = ec.niah_chunk_len if kind == "niah" else ec.chunk_len
     adapters = [internalizer(doc.text, chunk_len) for doc in docs]
     for i, (name, doc) in enumerate(zip(names, docs)):
-      documents[name] = (doc.text, chunk_len)
+      documents[name] = (doc.text, adapters[i])
       questions, golds = _questions(doc, kind)
       match = "digits" if kind == "niah" else "squad"
       targets = [g[0] for g in golds] if kind == "niah" else golds
@@ -97,8 +103,8 @@ def export(
         print(f"{variant} / {task}: d2l eval score {sum(scores) / len(scores):.3f}")
 
   def write_adapters(staging: str) -> None:
-    for name, (text, chunk_len) in documents.items():
-      internalizer.export(text, os.path.join(staging, "adapters", "d2l", name), chunk_len)
+    for name, (text, lora) in documents.items():  # the adapters scored above, not made again
+      internalizer.write(lora, text, os.path.join(staging, "adapters", "d2l", name))
 
   return harness.write_bundle(
     out_dir,

@@ -105,7 +105,12 @@ class Internalizer:
     ranks: tuple | None = None,
   ) -> str:
     """The document's adapter as a PEFT directory (zero-padded to one of `ranks` if given)."""
-    lora = self(document, chunk_len, max_chunks)
+    return self.write(self(document, chunk_len, max_chunks), document, out_dir, overwrite, ranks)
+
+  def write(
+    self, lora, document: str, out_dir: str, overwrite: bool = False, ranks: tuple | None = None
+  ) -> str:
+    """An adapter already made from `document` as a PEFT directory, with our metadata."""
     return peft_io.export(
       lora,
       out_dir,
