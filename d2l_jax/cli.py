@@ -229,9 +229,10 @@ def run_command(args) -> None:
     niah = False if args.no_niah else (True if args.niah else None)
     if args.export_harness_tasks:
       from d2l_jax import harness_tasks
-      from hyperlora import hf_export
+      from hyperlora import harness
+      from hyperlora.staging import check_new_dir
 
-      hf_export.check_new_dir(args.export_harness_tasks)  # before loading anything
+      check_new_dir(args.export_harness_tasks, harness.BUNDLE_FLAG)  # before loading anything
       harness_tasks.check_controls(
         {"--documents": args.documents, "--niah-depths": args.niah_depths}
       )

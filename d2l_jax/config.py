@@ -9,6 +9,7 @@ from d2l_jax.data import REFERENCE_CHUNK_COUNTS, REFERENCE_CHUNK_PROBS
 
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
+  c.method = "d2l"  # hyperlora.methods: what the core reads instead of guessing from keys
   c.base_model = "smollm2"  # embedded name, HF directory or .gguf
   c.dtype = "float32"  # compute dtype of the base model ('bfloat16': mixed precision)
   c.workdir = "runs/d2l"

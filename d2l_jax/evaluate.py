@@ -51,18 +51,18 @@ def eval_documents(config, cache_dir: str) -> list:
   unseen synthetic biographies when eval.synthetic is set or the run trained on them, else the
   run's held-out SQuAD articles."""
   ec, dc = config.eval, config.data
-  if ec.get("squad_file") and ec.get("synthetic"):
+  if ec.squad_file and ec.synthetic:
     raise ValueError("ask either a SQuAD file's paragraphs or synthetic biographies, not both")
-  if ec.get("squad_file"):
+  if ec.squad_file:
     return squad.interleave(squad.load(ec.squad_file, cache_dir))[: ec.documents]
-  if dc.corpus == "squad" and not ec.get("synthetic"):
+  if dc.corpus == "squad" and not ec.synthetic:
     return squad_split(config, cache_dir)[1][: ec.documents]
   return corpus.synthetic_corpus(ec.documents, seed=ec.seed)
 
 
 def seen_documents(config, cache_dir: str) -> list:
   """The first eval.train_documents documents training saw (QA documents, not haystacks)."""
-  dc, n = config.data, config.eval.get("train_documents", 8)
+  dc, n = config.data, config.eval.train_documents
   if dc.corpus == "squad":
     return squad_split(config, cache_dir)[0][: min(n, dc.train_documents or n)]
   return corpus.synthetic_corpus(min(n, dc.train_documents), seed=config.train.seed)

@@ -16,8 +16,9 @@ from d2l_jax import evaluate as d2l_eval
 from d2l_jax import scoring
 from d2l_jax.internalize import Internalizer
 from hyperlora import generate as gen
-from hyperlora import harness, hf_export
+from hyperlora import harness
 from hyperlora.sft import Example, prompt_text
+from hyperlora.staging import check_new_dir
 
 
 def _questions(doc, kind: str) -> tuple[list[str], list]:
@@ -51,7 +52,7 @@ def export(
   """Writes the bundle at out_dir (new or empty; checked before anything loads). overrides: fields
   of the run's config.eval (documents, squad_file, synthetic, max_new_tokens); niah: add the
   haystacks (None: when the run trained on them)."""
-  hf_export.check_new_dir(out_dir)
+  check_new_dir(out_dir, harness.BUNDLE_FLAG)
   internalizer = Internalizer(workdir, step=step)
   asker = d2l_eval.Harness(internalizer)
   config, tok = asker.config, asker.base.tokenizer

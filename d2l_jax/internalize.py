@@ -88,7 +88,7 @@ class Internalizer:
     """The document's adapter: rank (K + 1) r for K = ceil(tokens / chunk_len) chunks."""
     chunk_len = self.chunk_len(chunk_len)
     self.check_size(document, chunk_len, max_chunks)
-    scaling = self.config.eval.get("chunk_scaling", "none")
+    scaling = self.config.eval.chunk_scaling
     return self.setup.internalize(self.params, document, chunk_len, scaling)
 
   def chunk_len(self, chunk_len: int | None) -> int:

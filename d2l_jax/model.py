@@ -118,16 +118,7 @@ def hypernet_adapter_fn(context_model, hypernet: D2LHypernet, which: str):
 
 def optimizer(tc):
   """The reference's AdamW (no weight decay on scalers, biases, norms and latent queries)."""
-  return train_lib.make_optimizer(
-    tc.lr,
-    tc.steps,
-    tc.warmup_frac,
-    tc.weight_decay,
-    tc.clip_norm,
-    tc.schedule,
-    tc.grad_accum,
-    no_decay=NO_DECAY,
-  )
+  return train_lib.optimizer_of(tc, no_decay=NO_DECAY)
 
 
 def l1_penalty(coef: float):

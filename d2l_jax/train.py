@@ -24,7 +24,7 @@ LOSSES = ("distill", "ce")
 def squad_split(config, cache_dir: str) -> tuple[list, list]:
   """(training, held-out) paragraphs of the run's SQuAD file, split by article."""
   documents = squad.load(config.data.squad_file, cache_dir)
-  return squad.split_articles(documents, config.data.get("squad_held_out_articles", 0))
+  return squad.split_articles(documents, config.data.squad_held_out_articles)
 
 
 def training_documents(setup, config, cache_dir: str) -> list:

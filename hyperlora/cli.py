@@ -12,7 +12,7 @@ import os
 import sys
 import time
 
-from hyperlora import cli_config
+from hyperlora import cli_config, methods
 from hyperlora.cli_config import CONFIG_HELP
 
 EPILOG = """examples:
@@ -136,7 +136,7 @@ def plan_main(argv: list[str]) -> int:
         file=sys.stderr,
       )
       return 2
-  cli_config.setup_logging("t2l_jax")
+  cli_config.setup_logging(*(m.package for m in methods.METHODS.values()))
   # Planning only compiles, it never drives a TPU: it need not hold libtpu's one-process lock
   # (another JAX process on this machine, e.g. a training run, may hold it).
   os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")

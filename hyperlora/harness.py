@@ -28,10 +28,11 @@ import numpy as np
 from hyperlora import hf_export
 from hyperlora.metrics import markdown_table, print_table
 from hyperlora.sft import Example, prompt_text
-from hyperlora.staging import staging_beside
+from hyperlora.staging import check_new_dir, staging_beside
 
 TASK_PREFIX = "hyperlora_"
 MANIFEST = "ours.json"
+BUNDLE_FLAG = "--export-harness-tasks"  # of `t2l eval` and `d2l eval`, which write bundles
 # What a bundle holds; `hyperlora harness` adds its results beside them.
 BUNDLE_ENTRIES = frozenset(("tasks", "base", "adapters", MANIFEST))
 # The harness's exact_match options for each of our metrics. The harness removes
@@ -133,7 +134,7 @@ def write_bundle(
   under staging_dir/adapters; entries: {variant, task, adapter (path relative to the bundle, or
   None for the base), answers, exact_match} for each score of ours; scorer: the command that
   scored them (`t2l eval`), which names our column in the comparison."""
-  hf_export.check_new_dir(out_dir)
+  check_new_dir(out_dir, BUNDLE_FLAG)
   stop = stop_strings(tokenizer, eos_ids)
   with staging_beside(out_dir, ".harness-") as staging:
     os.makedirs(os.path.join(staging, "tasks"))
@@ -159,7 +160,7 @@ def write_bundle(
     }
     with open(os.path.join(staging, MANIFEST), "w") as f:
       json.dump(manifest, f, indent=2)
-    hf_export.check_new_dir(out_dir)  # again: the export took time
+    check_new_dir(out_dir, BUNDLE_FLAG)  # again: the export took time
     if os.path.isdir(out_dir):
       os.rmdir(out_dir)  # empty (just checked)
     os.rename(staging, out_dir)

@@ -11,20 +11,9 @@ import os
 import safetensors.numpy
 
 from hyperlora import base_weights
-from hyperlora.staging import staging_beside
+from hyperlora.staging import check_new_dir, staging_beside
 
 WEIGHTS_FILE = "model.safetensors"
-
-
-def check_new_dir(out_dir: str) -> None:
-  """Refuses (ValueError) anything but a new or an empty directory: nothing is ever replaced."""
-  if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
-    raise ValueError(f"--out {out_dir!r} is a file; give a new directory path")
-  if os.path.isdir(out_dir) and (os.path.islink(out_dir) or os.listdir(out_dir)):
-    shown = ", ".join(sorted(os.listdir(out_dir))[:3]) or "a symbolic link"
-    raise ValueError(
-      f"--out {out_dir!r} already exists ({shown}); nothing was written: give a new directory"
-    )
 
 
 def export_base(model: str, out_dir: str) -> str:

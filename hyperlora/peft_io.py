@@ -20,7 +20,7 @@ from hyperlora import lora as lora_lib
 from hyperlora.lora import LoRA
 from hyperlora.models.config import LORA_TARGETS, ModelConfig
 from hyperlora.serving import serving_rank
-from hyperlora.staging import staging_beside
+from hyperlora.staging import check_new_dir, staging_beside
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -38,33 +38,28 @@ def _key(layer: int, module: str, which: str) -> str:
   )
 
 
-def check_out_dir(out_dir: str, overwrite: bool = False) -> None:
+def check_out_dir(out_dir: str, overwrite: bool = False, flag: str = "--out") -> None:
   """Refuses (ValueError) an export target that is not a new directory, an empty one, or, with
   `overwrite`, an adapter directory (adapter_config.json + adapter_model.safetensors, at most
   hyperlora.json beside them). Called before any work, so a bad --out costs nothing."""
-  if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
-    raise ValueError(f"--out {out_dir!r} is a file, not a directory; give a new directory path")
-  if not os.path.isdir(out_dir):
-    return
-  if os.path.islink(out_dir):
-    raise ValueError(f"--out {out_dir!r} is a symbolic link; give a new directory path")
-  names = set(os.listdir(out_dir))
-  if not names:
-    return
-  foreign = sorted(names - ADAPTER_FILES) or sorted(
-    n for n in names if not os.path.isfile(os.path.join(out_dir, n))
-  )
-  if foreign or not {CONFIG_FILE, WEIGHTS_FILE} <= names:
-    shown = ", ".join(foreign[:3] or sorted(names)) + (" ..." if len(foreign) > 3 else "")
+  if not _is_adapter_dir(out_dir):
+    check_new_dir(out_dir, flag, "an adapter directory", ADAPTER_FILES)
+  elif not overwrite:
     raise ValueError(
-      f"--out {out_dir!r} already exists and is not an adapter directory (it holds {shown}); "
-      f"nothing was written: give a new directory path"
-    )
-  if not overwrite:
-    raise ValueError(
-      f"--out {out_dir!r} already holds an adapter; pass --overwrite to replace it, or give a "
+      f"{flag} {out_dir!r} already holds an adapter; pass --overwrite to replace it, or give a "
       f"new directory path"
     )
+
+
+def _is_adapter_dir(out_dir: str) -> bool:
+  """A directory this project's export wrote: the adapter's two files, at most its metadata
+  beside them, nothing else (no subdirectory, no symbolic link)."""
+  if os.path.islink(out_dir) or not os.path.isdir(out_dir):
+    return False
+  names = set(os.listdir(out_dir))
+  return {CONFIG_FILE, WEIGHTS_FILE} <= names <= ADAPTER_FILES and all(
+    os.path.isfile(os.path.join(out_dir, n)) for n in names
+  )
 
 
 def _replace_dir(staging: str, out_dir: str) -> None:

@@ -3,33 +3,27 @@ ranked table (printed, and with --out written as JSON and Markdown)."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
 
 from tqdm import tqdm
 
-from hyperlora import chips, sharding
+from hyperlora import chips, methods, sharding
 from hyperlora import plan as plan_lib
 from hyperlora.metrics import markdown_table, print_table
 
 log = logging.getLogger(__name__)
 
 
-def method_of(config) -> str:
-  """'t2l' or 'd2l', from the config's hypernetwork section."""
-  return "t2l" if "variant" in config.hypernet else "d2l"
-
-
 def program_builder(config, name: str = "train"):
-  """config -> the config's program `name`, from its method's package (`t2l_jax.plan` /
-  `d2l_jax.plan`; the core does not import the methods)."""
-  method = method_of(config)
-  programs = importlib.import_module(f"{method}_jax.plan").PROGRAMS
+  """config -> the config's program `name`, from its method's plan.PROGRAMS (hyperlora.methods;
+  the core does not import the methods)."""
+  method = methods.of_config(config)
+  programs = method.programs()
   if name not in programs:
     raise ValueError(
-      f"--program={name}: a {method.upper()} config has programs {', '.join(programs)}"
+      f"--program={name}: a {method.name.upper()} config has programs {', '.join(programs)}"
     )
   return programs[name]
 

@@ -1,6 +1,7 @@
 """A run directory: what `t2l train` and `d2l train` write, and the one way to load a run from it.
 
-  WORKDIR/checkpoints/   Orbax steps: train state + the saved config (with "method" and the spec)
+  WORKDIR/checkpoints/   Orbax steps: params, optimizer state, the saved config (with "method"
+                         and the spec): train_checkpoints
   WORKDIR/logs/          metrics.jsonl and TensorBoard events
   WORKDIR/cache/         embeddings, teacher targets (safe to delete)
   WORKDIR/<extra>/       a method's own subdirectories (T2L: multitask/, oracle/)
@@ -14,15 +15,12 @@ from __future__ import annotations
 import dataclasses
 import os
 
-import jax
 import ml_collections
 
-from hyperlora import train as train_lib
-from hyperlora import train_checkpoints
+from hyperlora import methods, train_checkpoints
 
-METHODS = {"t2l": "Text-to-LoRA (`t2l train`)", "d2l": "Doc-to-LoRA (`d2l train`)"}
 # Saved-config keys derived from the config at training time (not config fields).
-DERIVED_KEYS = ("method", "spec", "embed_dim")
+DERIVED_KEYS = ("spec", "embed_dim")
 
 
 def paths(workdir: str, extra: tuple[str, ...] = ()) -> dict[str, str]:
@@ -36,12 +34,6 @@ def saved_config(config, method: str, spec, **derived) -> dict:
   return out
 
 
-def _method_of(saved: dict) -> str:
-  if "method" in saved:
-    return saved["method"]
-  return "t2l" if "embed_dim" in saved else "d2l"  # Runs saved before the method was recorded.
-
-
 @dataclasses.dataclass
 class Run:
   """A finished (or preempted) run, as its directory holds it."""
@@ -52,9 +44,10 @@ class Run:
 
   @property
   def config(self) -> ml_collections.ConfigDict:
-    config = ml_collections.ConfigDict(
-      {k: v for k, v in self.saved.items() if k not in DERIVED_KEYS}
-    )
+    """The run's config merged onto its method's defaults (methods.merged), so that fields added
+    to the code since it was trained read their defaults."""
+    saved = {k: v for k, v in self.saved.items() if k not in DERIVED_KEYS}
+    config = methods.merged(methods.get(self.method), saved)
     config.workdir = self.workdir  # where it is now, not where it was trained
     return config
 
@@ -90,19 +83,9 @@ class Run:
   def restore_params(
     self, abstract_params, step: int | None = None, subdir: str = "checkpoints"
   ) -> dict:
-    """Trainable params of the latest checkpoint in WORKDIR/subdir (or of `step`); the optimizer
-    state is read only for its layout."""
-    tc = self.saved["train"]
-    optimizer = train_lib.make_optimizer(tc["lr"], 1, grad_accum=tc.get("grad_accum", 1))
-    abstract = jax.eval_shape(lambda p: train_lib.init_state(p, optimizer, 0), abstract_params)
-    mngr = train_checkpoints.manager(self.path(subdir))
-    try:
-      state = train_checkpoints.restore(mngr, abstract, step)
-    finally:
-      mngr.close()
-    if state is None:
-      raise FileNotFoundError(f"no finished checkpoint in {self.path(subdir)!r}")
-    return state.params
+    """Trainable params of the latest checkpoint in WORKDIR/subdir (or of `step`), read alone:
+    no optimizer is built, so any change to the optimizer leaves runs readable."""
+    return train_checkpoints.restore_params(self.path(subdir), abstract_params, step)
 
 
 def open_run(workdir: str, method: str) -> Run:
@@ -114,10 +97,16 @@ def open_run(workdir: str, method: str) -> Run:
       f"--config.workdir of a `{method} train` run"
     )
   saved = train_checkpoints.read_config(checkpoints)
-  found = _method_of(saved)
+  found = saved.get("method")
+  if found not in methods.METHODS:
+    raise ValueError(
+      f"{workdir!r} holds a run that records no known method ({found!r}); it was written by "
+      f"another program or version: train it again with `{method} train`"
+    )
   if found != method:
     raise ValueError(
-      f"{workdir!r} holds a {METHODS[found]} run, not a {METHODS[method]} one; use "
-      f"`{found} ...` with it, or give a `{method} train` workdir"
+      f"{workdir!r} holds a {methods.get(found).describe()} run, not a "
+      f"{methods.get(method).describe()} one; use `{found} ...` with it, or give a "
+      f"`{method} train` workdir"
     )
   return Run(workdir, method, saved)

@@ -102,6 +102,22 @@ def make_optimizer(
   )
 
 
+def optimizer_of(tc, steps: int | None = None, lr: float | None = None, no_decay=()):
+  """The optimizer a run's train config (`tc`) names: make_optimizer with its lr, steps, warmup,
+  weight decay, clipping, schedule and gradient accumulation (`steps` / `lr` override, e.g. for a
+  baseline trained for its own number of steps). The one place a config becomes an optimizer."""
+  return make_optimizer(
+    lr or tc.lr,
+    steps or tc.steps,
+    tc.warmup_frac,
+    tc.weight_decay,
+    tc.clip_norm,
+    tc.schedule,
+    tc.grad_accum,
+    no_decay,
+  )
+
+
 def init_state(params: dict, optimizer: optax.GradientTransformation, seed: int) -> TrainState:
   # A raw uint32 key (not a typed key array) so checkpoints store it as a plain array.
   return TrainState(

@@ -1,11 +1,18 @@
 """Orbax checkpoints of a training run: the train state plus the config that made it.
 
+A step holds three Orbax items, so inference can read the parameters alone:
+  params/      the trainable parameters (all that inference restores)
+  optimizer/   step, optimizer state and rng (only training reads them back)
+  config/      the saved config (JSON)
+Checkpoints written before this layout hold one item `state/` (the whole TrainState); they still
+resume, and their parameters are read alone from it (an Orbax partial restore), so neither layout
+needs the optimizer to be rebuilt to be used for inference.
+
 Resuming never silently starts over. A checkpoint counts as damaged only on Orbax's own signals: the
-step is not finalized, or its step metadata or its state's tree metadata is missing or unparseable.
-A damaged newest checkpoint is set aside (renamed `<step>.damaged`) and the one before it is used.
-Any
-other failure to read (a storage hiccup, an unknown error) stops with `CheckpointReadError` and
-leaves every checkpoint as it was: rerunning later resumes from them.
+step is not finalized, or its step metadata or an array item's tree metadata is missing or
+unparseable. A damaged newest checkpoint is set aside (renamed `<step>.damaged`) and the one before
+it is used. Any other failure to read (a storage hiccup, an unknown error) stops with
+`CheckpointReadError` and leaves every checkpoint as it was: rerunning later resumes from them.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ from jax.experimental import multihost_utils
 log = logging.getLogger(__name__)
 
 STEP_METADATA = "_CHECKPOINT_METADATA"  # Orbax's per-step metadata file
+ARRAY_ITEMS = ("params", "optimizer")
+LEGACY_ITEM = "state"  # the whole TrainState, as checkpoints were written before ARRAY_ITEMS
 
 
 class CheckpointReadError(RuntimeError):
@@ -55,14 +64,21 @@ def manager(directory: str, keep: int = 3, save_every: int = 1) -> ocp.Checkpoin
   return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
 
+def _split(state) -> dict:
+  """A TrainState as the checkpoint's array items."""
+  return {
+    "params": state.params,
+    "optimizer": {"step": state.step, "opt_state": state.opt_state, "rng": state.rng},
+  }
+
+
 def save(mngr: ocp.CheckpointManager, step: int, state, config: dict, force: bool = False) -> bool:
-  """Starts writing checkpoint `step` in the background; CheckpointWriteError if this or the
-  previous background write failed."""
+  """Starts writing checkpoint `step` (a TrainState) in the background; CheckpointWriteError if
+  this or the previous background write failed."""
+  items = {name: ocp.args.StandardSave(tree) for name, tree in _split(state).items()}
   with _writing(mngr, f"checkpoint step {step}"):
     return mngr.save(
-      step,
-      args=ocp.args.Composite(state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config)),
-      force=force,
+      step, args=ocp.args.Composite(**items, config=ocp.args.JsonSave(config)), force=force
     )
 
 
@@ -110,9 +126,14 @@ def _saved_config(mngr: ocp.CheckpointManager, step: int) -> dict:
     ) from err
 
 
-def _state_metadata(step_dir: epath.Path):
-  """Orbax's metadata of a step's train state (tree, shapes, dtypes), read synchronously."""
-  return ocp.Checkpointer(ocp.StandardCheckpointHandler()).metadata(step_dir / "state")
+def _array_items(step_dir: epath.Path) -> tuple[str, ...]:
+  """The items holding arrays in a step: ARRAY_ITEMS, or LEGACY_ITEM in an older checkpoint."""
+  return (LEGACY_ITEM,) if (step_dir / LEGACY_ITEM).exists() else ARRAY_ITEMS
+
+
+def _tree_metadata(step_dir: epath.Path, item: str):
+  """Orbax's metadata of one array item (tree, shapes, dtypes), read synchronously."""
+  return ocp.Checkpointer(ocp.StandardCheckpointHandler()).metadata(step_dir / item)
 
 
 def damage(step_dir: str) -> str | None:
@@ -125,8 +146,9 @@ def damage(step_dir: str) -> str | None:
     if not ocp.step.is_checkpoint_finalized(path):
       return "it was never finalized"
     json.loads((path / STEP_METADATA).read_text())
-    if _state_metadata(path).item_metadata is None:
-      return "Orbax finds no tree metadata for its state"
+    for item in _array_items(path):
+      if _tree_metadata(path, item).item_metadata is None:
+        return f"Orbax finds no tree metadata for its {item}"
   except FileNotFoundError as err:
     return f"its metadata is missing ({err})"
   except json.JSONDecodeError as err:  # What Orbax's metadata readers raise on a truncated file.
@@ -143,10 +165,15 @@ def _leaf_shapes(tree) -> list:
   return sorted((tuple(x.shape), np.dtype(x.dtype).name) for x in jax.tree.leaves(tree))
 
 
-def _check_matches(step_dir: str, target) -> None:
-  """Refuses a checkpoint whose arrays (shapes, dtypes; from its tree metadata) differ from what
-  this config builds: a config problem, not damage."""
-  saved = _state_metadata(epath.Path(step_dir)).item_metadata.tree
+def _check_matches(step_dir: str, targets: dict) -> None:
+  """Refuses a checkpoint whose arrays (shapes, dtypes; from the tree metadata of the items in
+  `targets`) differ from what this config builds: a config problem, not damage."""
+  path = epath.Path(step_dir)
+  saved = [_tree_metadata(path, item).item_metadata.tree for item in targets]
+  _check_matches_trees(step_dir, saved, list(targets.values()))
+
+
+def _check_matches_trees(step_dir: str, saved, target) -> None:
   have, want = _leaf_shapes(saved), _leaf_shapes(target)
   if have != want:
     missing = sorted(set(want) - set(have))[:3]
@@ -185,13 +212,9 @@ def set_aside_damaged(mngr: ocp.CheckpointManager) -> None:
     )
 
 
-def restore(mngr: ocp.CheckpointManager, like_state, step: int | None = None):
-  """The newest intact checkpoint (or the one of `step`), laid out like `like_state` (same shapes,
-  dtypes and shardings: restoring onto a different mesh works). None when there is none yet.
-
-  Damaged checkpoints newer than the one restored are set aside (`set_aside_damaged`); a failed
-  read of an intact one raises CheckpointReadError and changes nothing.
-  """
+def _intact_step(mngr: ocp.CheckpointManager, step: int | None) -> int | None:
+  """The newest intact step (setting damaged newer ones aside), or `step` checked to exist and be
+  intact; None when there is no checkpoint yet."""
   if step is None:
     set_aside_damaged(mngr)
     step = mngr.latest_step()
@@ -201,21 +224,89 @@ def restore(mngr: ocp.CheckpointManager, like_state, step: int | None = None):
     raise FileNotFoundError(
       f"no checkpoint of step {step} in {mngr.directory}; it holds steps {sorted(mngr.all_steps())}"
     )
-  step_dir = os.path.join(str(mngr.directory), str(step))
-  reason = damage(step_dir)
+  reason = damage(_step_dir(mngr, step))
   if reason is not None:
-    raise ValueError(f"checkpoint {step_dir} is damaged: {reason}")
-  target = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state)
-  _check_matches(step_dir, target)
+    raise ValueError(f"checkpoint {_step_dir(mngr, step)} is damaged: {reason}")
+  return step
+
+
+def _step_dir(mngr: ocp.CheckpointManager, step: int) -> str:
+  return os.path.join(str(mngr.directory), str(step))
+
+
+@contextlib.contextmanager
+def _reading(mngr: ocp.CheckpointManager, step: int):
   try:
-    restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+    yield
   except Exception as err:
     raise CheckpointReadError(
       f"could not read checkpoint step {step} in {mngr.directory} ({type(err).__name__}: {err}); "
       f"every checkpoint was left as it was: rerun to resume once it is readable, or move "
-      f"{step_dir} aside if it is damaged"
+      f"{_step_dir(mngr, step)} aside if it is damaged"
     ) from err
-  return restored["state"]
+
+
+def restore(mngr: ocp.CheckpointManager, like_state, step: int | None = None):
+  """The newest intact checkpoint (or the one of `step`) as a TrainState laid out like
+  `like_state` (same shapes, dtypes and shardings: restoring onto a different mesh works). None
+  when there is none yet.
+
+  Damaged checkpoints newer than the one restored are set aside (`set_aside_damaged`); a failed
+  read of an intact one raises CheckpointReadError and changes nothing.
+  """
+  step = _intact_step(mngr, step)
+  if step is None:
+    return None
+  step_dir = _step_dir(mngr, step)
+  legacy = _array_items(epath.Path(step_dir)) == (LEGACY_ITEM,)
+  trees = {LEGACY_ITEM: like_state} if legacy else _split(like_state)
+  targets = {name: jax.tree.map(ocp.utils.to_shape_dtype_struct, t) for name, t in trees.items()}
+  _check_matches(step_dir, targets)
+  with _reading(mngr, step):
+    args = {name: ocp.args.StandardRestore(t) for name, t in targets.items()}
+    restored = mngr.restore(step, args=ocp.args.Composite(**args))
+  if legacy:
+    return restored[LEGACY_ITEM]
+  return like_state.replace(params=restored["params"], **restored["optimizer"])
+
+
+def restore_params(directory: str, abstract_params, step: int | None = None):
+  """The trainable params alone of the newest intact checkpoint in `directory` (or of `step`),
+  laid out like `abstract_params` (shapes and dtypes; shardings where given): what inference
+  needs, read without the optimizer (so a change to the optimizer never makes a run unreadable).
+  FileNotFoundError when there is no finished checkpoint."""
+  mngr = manager(directory)
+  try:
+    step = _intact_step(mngr, step)
+    if step is None:
+      raise FileNotFoundError(f"no finished checkpoint in {directory!r}")
+    step_dir = epath.Path(_step_dir(mngr, step))
+    target = jax.tree.map(_with_sharding, abstract_params)
+    if _array_items(step_dir) == ARRAY_ITEMS:
+      _check_matches(str(step_dir), {"params": target})
+      with _reading(mngr, step):
+        args = ocp.args.Composite(params=ocp.args.StandardRestore(target))
+        return mngr.restore(step, args=args)["params"]
+    # An older checkpoint: the params subtree of its whole state, nothing else read.
+    saved = _tree_metadata(step_dir, LEGACY_ITEM).item_metadata.tree
+    _check_matches_trees(str(step_dir), saved["params"], target)
+    with _reading(mngr, step):
+      restore_args = jax.tree.map(
+        lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding, global_shape=x.shape, dtype=x.dtype),
+        target,
+      )
+      args = ocp.args.PyTreeRestore(
+        {"params": target}, restore_args={"params": restore_args}, partial_restore=True
+      )
+      return ocp.PyTreeCheckpointer().restore(step_dir / LEGACY_ITEM, args=args)["params"]
+  finally:
+    mngr.close()
+
+
+def _with_sharding(x) -> jax.ShapeDtypeStruct:
+  """An abstract array with a sharding (this process's first device when it has none)."""
+  sharding = getattr(x, "sharding", None) or jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
 
 
 def config_difference(old: dict, new: dict, keys: dict[str, str]) -> str | None:

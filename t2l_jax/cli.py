@@ -235,10 +235,11 @@ def run_command(args) -> None:
       raise ValueError(f"--steps must be comma-separated integers, not {args.steps!r}") from err
     learning_curve(args.checkpoint, steps, args.out)
   elif args.export_harness_tasks:
-    from hyperlora import hf_export
+    from hyperlora import harness
+    from hyperlora.staging import check_new_dir
     from t2l_jax import harness_tasks
 
-    hf_export.check_new_dir(args.export_harness_tasks)  # before loading anything
+    check_new_dir(args.export_harness_tasks, harness.BUNDLE_FLAG)  # before loading anything
     print(f"wrote {harness_tasks.export(args.checkpoint, args.export_harness_tasks, args.step)}")
   else:
     from t2l_jax.evaluate import evaluate

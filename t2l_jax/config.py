@@ -7,6 +7,7 @@ from t2l_jax.tasks import HELD_OUT, HELD_OUT_FAMILIES
 
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
+  c.method = "t2l"  # hyperlora.methods: what the core reads instead of guessing from keys
   c.base_model = "smollm2"  # embedded name, HF directory or .gguf
   c.dtype = "float32"  # compute dtype of the base model ('bfloat16': mixed precision; the
   # hypernetwork and optimizer state stay float32)
@@ -55,6 +56,7 @@ def base_config() -> ml_collections.ConfigDict:
       steps=300,
       lr=3e-4,
       warmup_frac=0.2,
+      schedule="linear",  # linear decay after warmup (the reference T2L's)
       weight_decay=0.01,
       clip_norm=1.0,
       label_smoothing=0.1,

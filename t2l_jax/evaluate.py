@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from hyperlora import generate as gen
 from hyperlora import lora as lora_lib
-from hyperlora import peft_io
+from hyperlora import peft_io, run_dir
 from hyperlora.losses import answer_cross_entropy
 from hyperlora.metrics import bootstrap_ci, markdown_table, print_table, with_ci
 from hyperlora.sft import encode_example, pad_batch
@@ -53,7 +53,7 @@ class TaskEval:
     described prompts reads them."""
     ec, tok, dc = self.config.eval, self.base.tokenizer, self.config.data
     # Described prompts are longer: their own width, as in training.
-    max_len = (descriptions and dc.get("described_max_len")) or dc.max_len
+    max_len = (descriptions and dc.described_max_len) or dc.max_len
     examples = task.eval_examples(ec.examples_per_task, ec.seed, descriptions)
     inputs = [x for x, _ in task.examples(ec.examples_per_task, ec.seed)]
     rows = [encode_example(tok, example, max_len) for example in examples]
@@ -169,9 +169,9 @@ def evaluate(
   unknown = sorted(set(variants) - set(VARIANTS))
   if unknown:
     raise ValueError(f"unknown eval variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
-  generator = Generator(workdir, step=step)
-  config = generator.config
-  setup = t2l_model.build(config)
+  config = run_dir.open_run(workdir, "t2l").config
+  setup = t2l_model.build(config)  # loads the base model and the task encoder, once
+  generator = Generator(workdir, step=step, encoder=setup.encoder)
   paths = t2l_model.workdir_paths(workdir)
   ec = config.eval
   n = ec.examples_per_task
@@ -226,7 +226,7 @@ def evaluate(
     "t2l_family": "T2L, another family's description (control)",
     "t2l_random": "T2L, random descriptions (control)",
   }
-  metrics = {k: v for k, v in METRICS.items() if k != "rougeL" or ec.get("rouge", True)}
+  metrics = {k: v for k, v in METRICS.items() if k != "rougeL" or ec.rouge}
 
   scores = {}
   for group, tasks in groups.items():
@@ -239,7 +239,7 @@ def evaluate(
         by_task[task.name] = task_eval(task, lora, in_prompt.get(variant, lambda t: None)(task))
       if len(by_task) == len(tasks):
         scores.setdefault(group, {})[variant] = by_task
-  tables = summarise(scores, names, ec.get("bootstrap", 2000), ec.seed, metrics)
+  tables = summarise(scores, names, ec.bootstrap, ec.seed, metrics)
   for split, rows in tables.items():
     print(f"\n{split} ({len(groups[split])} tasks x {n} examples; 95% bootstrap intervals):")
     print_table(rows)

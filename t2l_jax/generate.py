@@ -17,9 +17,16 @@ from t2l_jax.hypernet import HyperSpec, T2LHypernet, init_params
 
 class Generator:
   """Loads a T2L run's latest checkpoint (or that of `step`); call it with descriptions to get
-  adapters."""
+  adapters. `encoder`: the run's task encoder when the caller has already built it (`t2l eval`
+  has, with the base model), so it is not loaded twice."""
 
-  def __init__(self, workdir: str, base_model: str | None = None, step: int | None = None):
+  def __init__(
+    self,
+    workdir: str,
+    base_model: str | None = None,
+    step: int | None = None,
+    encoder=None,
+  ):
     self.run = run_dir.open_run(workdir, "t2l")
     self.workdir, self.config = workdir, self.run.config
     self.base_model = base_model or self.config.base_model
@@ -29,10 +36,7 @@ class Generator:
       jax.eval_shape(lambda: init_params(self.spec, self.embed_dim, jax.random.key(0))), step
     )
     self.hypernet = T2LHypernet(self.spec)
-    enc = self.config.encoder
-    # The base-model encoder embeds with the base itself; the others load their own weights.
-    base = hyperlora.load(self.base_model) if enc.kind == "base" else None
-    self.encoder = encoder_lib.make_encoder(enc.kind, base, enc.path, enc.pooling)
+    self.encoder = encoder or self._encoder()
     # A reconstruction run on z-scored targets maps its outputs back with the library's statistics.
     stats_file = self.run.path(reconstruct.STATS_FILE)
     stats = reconstruct.load_stats(stats_file) if os.path.isfile(stats_file) else None
@@ -40,6 +44,12 @@ class Generator:
     if stats is not None:
       adapters = lambda p, e: reconstruct.unnormalise(self.hypernet.apply({"params": p}, e), stats)
     self.apply = jax.jit(adapters)
+
+  def _encoder(self):
+    enc = self.config.encoder
+    # The base-model encoder embeds with the base itself; the others load their own weights.
+    base = hyperlora.load(self.base_model) if enc.kind == "base" else None
+    return encoder_lib.make_encoder(enc.kind, base, enc.path, enc.pooling)
 
   def __call__(self, descriptions: list[str]):
     """Batched LoRA, one adapter per description."""

@@ -76,7 +76,7 @@ def build(config) -> Setup:
       f"unknown task suite {config.data.suite!r}; choose 'generated', 'channel' or 'lol' "
       f"(Lots-of-LoRAs format in config.data.tasks_dir)"
     )
-  families = config.data.get("families", ())
+  families = config.data.families
   if families:
     present = {t.family for t in suite}
     unknown = sorted(set(families) - present)
@@ -86,13 +86,13 @@ def build(config) -> Setup:
         f"choose from {sorted(present)}"
       )
     suite = [t for t in suite if t.family in families]
-  suite = suite[: config.data.get("num_tasks") or None]
+  suite = suite[: config.data.num_tasks or None]
   names = {s.name for s in suite}
   split = tasks_lib.split_suite(
     suite,
     [t for t in config.data.held_out if t in names],
-    [f for f in config.data.get("held_out_families", ()) if f in {s.family for s in suite}],
-    [t for t in config.data.get("extrapolation", ()) if t in names],
+    [f for f in config.data.held_out_families if f in {s.family for s in suite}],
+    [t for t in config.data.extrapolation if t in names],
   )
   split.partners = partners
   # A task-count sweep trains on a seeded sample of the training tasks.

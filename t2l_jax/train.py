@@ -47,14 +47,7 @@ def sft_parts(config, base_model, adapter_fn, aux_loss_fn=None, steps=None, lr=N
   """(loss_fn, optimizer) of an SFT run (T2L or a baseline LoRA): what training runs and what
   `hyperlora plan` compiles."""
   tc = config.train
-  optimizer = train_lib.make_optimizer(
-    lr or tc.lr,
-    steps or tc.steps,
-    tc.warmup_frac,
-    tc.weight_decay,
-    tc.clip_norm,
-    grad_accum=tc.grad_accum,
-  )
+  optimizer = train_lib.optimizer_of(tc, steps, lr)
   loss_fn = train_lib.lm_loss_fn(
     base_model,
     adapter_fn,
@@ -164,7 +157,7 @@ def train(config) -> str:
   multitask = [("multitask", batches)] if baselines.multitask else []
   if baselines.get("multitask_described"):
     multitask.append(
-      ("multitask_described", _described(batches, dc.get("described_max_len") or dc.max_len))
+      ("multitask_described", _described(batches, dc.described_max_len or dc.max_len))
     )
   for name, multitask_batches in multitask:
     _run(
@@ -274,9 +267,7 @@ def train_reconstruction(config) -> str:
   )
   writer = MetricWriter(paths["logs"])
   tc = config.train
-  optimizer = train_lib.make_optimizer(
-    tc.lr, tc.steps, tc.warmup_frac, tc.weight_decay, tc.clip_norm, grad_accum=tc.grad_accum
-  )
+  optimizer = train_lib.optimizer_of(tc)
   train_lib.run(
     loss_fn=reconstruct.recon_loss_fn(setup.hypernet, config.recon.loss, stats is not None),
     optimizer=optimizer,

@@ -133,19 +133,75 @@ def test_sigterm_then_resume_redoes_steps_bit_exactly(model_dir, tmp_path):
   ]
 
 
+def toy_state(scale: float = 1.0):
+  import optax
+
+  from hyperlora import train as train_lib
+
+  params = {"w": jnp.arange(6.0).reshape(2, 3) * scale, "b": jnp.ones(3) * scale}
+  return train_lib.init_state(params, optax.adam(1e-3), 0)
+
+
+def truncate_arrays(step_dir):
+  """Empties every file of a checkpoint's array items (as a write cut short would)."""
+  for item in (*ckpt.ARRAY_ITEMS, ckpt.LEGACY_ITEM):
+    for root, _, files in os.walk(step_dir / item):
+      for name in files:
+        open(os.path.join(root, name), "wb").close()
+
+
 def test_damaged_checkpoint_is_skipped(tmp_path, caplog):
-  state = {"w": jnp.arange(6.0).reshape(2, 3), "b": jnp.ones(3)}
   mngr = ckpt.manager(str(tmp_path), keep=3)
   for step in (1, 2):
-    ckpt.save(mngr, step, {k: v * step for k, v in state.items()}, {"step": step}, force=True)
+    ckpt.save(mngr, step, toy_state(step), {"step": step}, force=True)
   mngr.wait_until_finished()
-  for root, _, files in os.walk(tmp_path / "2" / "state"):
-    for name in files:  # Truncate every file of the newest checkpoint.
-      open(os.path.join(root, name), "wb").close()
+  truncate_arrays(tmp_path / "2")
   with caplog.at_level(logging.WARNING, logger="hyperlora.train_checkpoints"):
-    restored = ckpt.restore(ckpt.manager(str(tmp_path)), state)
-  np.testing.assert_array_equal(restored["w"], state["w"])  # step 1's values
+    restored = ckpt.restore(ckpt.manager(str(tmp_path)), toy_state())
+  np.testing.assert_array_equal(restored.params["w"], toy_state(1).params["w"])  # step 1's values
   assert "checkpoint step 2" in caplog.text and "damaged" in caplog.text
+
+
+def test_params_are_read_without_the_optimizer_in_both_layouts(tmp_path):
+  """A step holds params / optimizer / config items, and inference restores the params alone
+  (given only their shapes: no optimizer is built). A checkpoint written before this layout (one
+  `state` item holding the whole TrainState, written here as that code wrote it) still resumes
+  and still gives its params alone."""
+  import jax
+  import orbax.checkpoint as ocp
+
+  state = toy_state(3.0)
+  state = state.replace(step=jnp.asarray(7, jnp.int32))
+  abstract_params = jax.eval_shape(lambda: state.params)
+
+  new = tmp_path / "new"
+  mngr = ckpt.manager(str(new))
+  ckpt.save(mngr, 7, state, {"toy": 1}, force=True)
+  mngr.wait_until_finished()
+  assert {"params", "optimizer", "config"} <= set(os.listdir(new / "7"))
+  assert "state" not in os.listdir(new / "7")
+
+  old = tmp_path / "old"
+  mngr = ckpt.manager(str(old))
+  mngr.save(
+    7,
+    args=ocp.args.Composite(state=ocp.args.StandardSave(state), config=ocp.args.JsonSave({})),
+    force=True,
+  )
+  mngr.wait_until_finished()
+
+  for directory in (new, old):
+    params = ckpt.restore_params(str(directory), abstract_params)
+    jax.tree.map(np.testing.assert_array_equal, params, state.params)
+    resumed = ckpt.restore(ckpt.manager(str(directory)), toy_state())
+    assert int(resumed.step) == 7
+    jax.tree.map(np.testing.assert_array_equal, resumed.params, state.params)
+    jax.tree.map(np.testing.assert_array_equal, resumed.opt_state, state.opt_state)
+    wrong = {"w": jax.ShapeDtypeStruct((3, 3), jnp.float32), "b": abstract_params["b"]}
+    with pytest.raises(ValueError, match="does not match this config's model"):
+      ckpt.restore_params(str(directory), wrong)
+  with pytest.raises(FileNotFoundError, match="no checkpoint of step 5"):
+    ckpt.restore_params(str(new), abstract_params, step=5)
 
 
 def tiny_run(directory, steps, **kwargs):
@@ -212,9 +268,7 @@ def test_read_error_stops_the_run_and_leaves_checkpoints_untouched(tmp_path, mon
 
 def test_truncated_newest_checkpoint_is_set_aside_and_training_resumes(tmp_path, caplog):
   tiny_run(tmp_path, 4)
-  for root, _, files in os.walk(tmp_path / "4" / "state"):
-    for name in files:
-      open(os.path.join(root, name), "wb").close()
+  truncate_arrays(tmp_path / "4")
   with caplog.at_level(logging.WARNING, logger="hyperlora.train_checkpoints"):
     state = tiny_run(tmp_path, 6)
   assert "checkpoint step 4" in caplog.text and "damaged" in caplog.text

@@ -11,7 +11,7 @@ import pytest
 
 import hyperlora
 from hyperlora import lora as lora_lib
-from hyperlora import peft_io, run_dir
+from hyperlora import methods, peft_io
 from tests.conftest import build_tiny_hf_model
 
 
@@ -88,12 +88,14 @@ def test_not_an_adapter_directory(tmp_path):
 
 def fake_run(workdir, method):
   """A run directory as `<method> train` leaves it, reduced to what loading reads first."""
+  import optax
+
+  from hyperlora import train as train_lib
   from hyperlora import train_checkpoints
 
   mngr = train_checkpoints.manager(os.path.join(workdir, "checkpoints"))
-  train_checkpoints.save(
-    mngr, 1, {"w": jnp.zeros(2)}, {"method": method, "base_model": "smollm2"}, force=True
-  )
+  state = train_lib.init_state({"w": jnp.zeros(2)}, optax.sgd(0.1), 0)
+  train_checkpoints.save(mngr, 1, state, {"method": method, "base_model": "smollm2"}, force=True)
   mngr.wait_until_finished()
   mngr.close()
   return str(workdir)
@@ -125,7 +127,8 @@ def test_run_of_the_other_method_is_refused(cli, command, method, other, tmp_pat
   status = (t2l_cli if cli == "t2l" else d2l_cli).main(argv + ["--checkpoint", run])
   err = capsys.readouterr().err
   assert status == 2
-  assert f"holds a {run_dir.METHODS[method]} run, not a {run_dir.METHODS[other]} one" in err
+  described = lambda name: methods.get(name).describe()
+  assert f"holds a {described(method)} run, not a {described(other)} one" in err
   assert len(err.strip().splitlines()) == 1, err  # one line, no traceback
 
 

@@ -11,8 +11,8 @@ import torch
 import transformers
 
 import hyperlora
-from hyperlora import hf_export
 from hyperlora.cli import main
+from hyperlora.staging import check_new_dir
 from tests.conftest import VOCAB
 
 
@@ -49,4 +49,4 @@ def test_export_base_never_replaces_a_directory(tiny_model, tmp_path, capsys):
   assert [p.name for p in precious.iterdir()] == ["notes.txt"]
   assert [p.name for p in tmp_path.iterdir()] == ["precious"]  # no staging left behind
   with pytest.raises(ValueError, match="is a file"):
-    hf_export.check_new_dir(str(precious / "notes.txt"))
+    check_new_dir(str(precious / "notes.txt"))
