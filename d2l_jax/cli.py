@@ -67,6 +67,12 @@ def _parser() -> argparse.ArgumentParser:
     help="refuse documents of more chunks (default: what rank 512, the most serving engines "
     "load, holds: 63 chunks at r=8)",
   )
+  chunk_scaling = dict(
+    choices=("none", "mean", "dedup"),  # d2l_jax.chunking.CHUNK_SCALINGS, without importing JAX
+    help="how the chunks' deltas combine: none (the reference's sum), mean (1 / K each), dedup "
+    "(chunks that are near-copies of one another counted once) (default: the run's "
+    "eval.chunk_scaling)",
+  )
   i = sub.add_parser(
     "internalize", help="document -> PEFT adapter directory (or documents -> one directory each)"
   )
@@ -81,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
   )
   i.add_argument("--chunk-len", **chunk)
   i.add_argument("--max-chunks", **max_chunks)
+  i.add_argument("--chunk-scaling", **chunk_scaling)
   i.add_argument(
     "--pad-rank",
     metavar="vllm|R,R,..",
@@ -93,6 +100,7 @@ def _parser() -> argparse.ArgumentParser:
   a.add_argument("--checkpoint", **checkpoint)
   a.add_argument("--chunk-len", **chunk)
   a.add_argument("--max-chunks", **max_chunks)
+  a.add_argument("--chunk-scaling", **chunk_scaling)
   a.add_argument("--max-new-tokens", type=positive_int, default=48)
   a.add_argument(
     "--compare",
@@ -128,6 +136,7 @@ def _parser() -> argparse.ArgumentParser:
     help="haystack lengths as comma-separated multiples of the training length, e.g. "
     "1,4,8,32,64,128 (default: the config's)",
   )
+  e.add_argument("--chunk-scaling", **chunk_scaling)
   e.add_argument(
     "--niah-depths",
     type=positive_int,
@@ -217,6 +226,7 @@ def run_command(args) -> None:
       for k, v in (
         ("niah_multiples", args.niah_multiples),
         ("niah_depths", args.niah_depths),
+        ("chunk_scaling", args.chunk_scaling),
         ("documents", args.documents),
         ("cd_documents", args.cd_documents),
         ("train_documents", args.train_documents),
@@ -267,7 +277,7 @@ def run_command(args) -> None:
     else:
       for name in names:
         peft_io.check_out_dir(os.path.join(args.out_dir, name), args.overwrite)
-    internalizer = Internalizer(args.checkpoint)
+    internalizer = Internalizer(args.checkpoint, chunk_scaling=args.chunk_scaling)
     if args.out:
       out = internalizer.export(
         documents[names[0]], args.out, args.chunk_len, args.overwrite, args.max_chunks, ranks
@@ -281,7 +291,7 @@ def run_command(args) -> None:
     return
   document = read_document(args.document)
   check_questions(args.questions)  # before loading anything
-  internalizer = Internalizer(args.checkpoint)
+  internalizer = Internalizer(args.checkpoint, chunk_scaling=args.chunk_scaling)
   answers = {
     "D2L adapter": internalizer.ask(
       document, args.questions, args.chunk_len, args.max_new_tokens, args.max_chunks

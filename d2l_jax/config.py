@@ -89,7 +89,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, rules=()))
   # Evaluation on held-out documents (test phrasings), and NIAH at multiples of niah_max_len,
   # internalised in chunks of chunk_len (chunk_scaling 'none' sums the chunks' deltas as the
-  # reference; 'mean' weighs each by 1 / K). Context distillation (the per-document LoRA baseline,
+  # reference; 'mean' weighs each by 1 / K; 'dedup' counts chunks that are near-copies of one
+  # another once: d2l_jax/chunking.py). Context distillation (the per-document LoRA baseline,
   # reference settings: r=8 on down_proj, AdamW 1e-4, 300 steps) runs on the first cd_documents.
   c.eval = ml_collections.ConfigDict(
     dict(

@@ -46,6 +46,14 @@ _NAMES = {
 PHRASINGS = ("study", "test")
 
 
+# How eval.chunk_scaling combines the chunks (d2l_jax/chunking.py), as the norm table names it.
+COMBINATIONS = {
+  "none": "the reference's sum (no 1/K)",
+  "mean": "their mean (1/K each)",
+  "dedup": "dedup (near-copies counted once)",
+}
+
+
 def eval_documents(config, cache_dir: str) -> list:
   """Held-out documents: eval.squad_file's paragraphs when set (all of them held out, any run),
   unseen synthetic biographies when eval.synthetic is set or the run trained on them, else the
@@ -390,8 +398,9 @@ def evaluate(
     if result["niah_norms"]:
       sections.append(
         (
-          "D2L adapters of the haystacks: Frobenius norm of the weight delta, means over the "
-          "haystacks (the chunks' deltas are summed, no 1/K)",
+          "D2L adapters of the haystacks: Frobenius norm of the weight delta (each chunk's as "
+          "it enters the adapter), means over the haystacks; chunks combined by "
+          f"{COMBINATIONS[ec.chunk_scaling]}",
           result["niah_norms"],
         )
       )

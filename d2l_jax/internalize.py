@@ -31,13 +31,21 @@ def check_questions(questions: list[str]) -> None:
 
 class Internalizer:
   """Loads a D2L run's latest checkpoint (or that of `step`); call it with a document to get its
-  adapter. `base`: the loaded base model, to share across runs."""
+  adapter. `base`: the loaded base model, to share across runs; `chunk_scaling`: how chunks
+  combine (chunking.CHUNK_SCALINGS; default: the run's eval.chunk_scaling)."""
 
   def __init__(
-    self, workdir: str, base_model: str | None = None, base=None, step: int | None = None
+    self,
+    workdir: str,
+    base_model: str | None = None,
+    base=None,
+    step: int | None = None,
+    chunk_scaling: str | None = None,
   ):
     self.run = run_dir.open_run(workdir, "d2l")
     self.workdir, self.config = workdir, self.run.config
+    if chunk_scaling is not None:
+      self.config.eval.chunk_scaling = chunk_scaling
     self.base_model = base_model or self.config.base_model
     base = base or hyperlora.load(self.base_model)
     spec = self.run.spec(D2LSpec, base.config)
@@ -121,6 +129,7 @@ class Internalizer:
         "d2l_checkpoint": os.path.abspath(self.workdir),
         "document_chars": len(document),
         "document_sha256": hashlib.sha256(document.encode()).hexdigest(),
+        "chunk_scaling": self.config.eval.chunk_scaling,
       },
     )
 

@@ -10,7 +10,7 @@ import torch
 import transformers
 
 import hyperlora
-from d2l_jax import chunking, context
+from d2l_jax import chunking, context, diagnostics
 from d2l_jax.hypernet import D2LHypernet, D2LSpec
 from hyperlora import lora as lora_lib
 from hyperlora import peft_io
@@ -167,6 +167,61 @@ def test_chunked_memory_is_bounded_by_the_chunk(setup):
     assert chunks == multiple
     peaks[multiple] = peak_kb
   assert peaks[8] <= 1.5 * peaks[1], peaks
+
+
+def test_dedup_counts_repeated_chunks_once(setup):
+  """'dedup': the chunks' Gram matrix from r x r products equals the dense one; chunks a, a, a, b
+  (b below the cosine threshold from a) get weights 1/3, 1/3, 1/3, 1, so their adapter is that of
+  a, b; a one-chunk document keeps the reference's adapter exactly."""
+  _, loaded, spec, hypernet, params = setup
+  params = with_open_b(params)
+  tok, r = loaded.tokenizer, spec.rank
+  parts = [tok.decode(p) for p in chunking.split(context.content_tokens(tok, DOC), 16)]
+  one_chunk = lambda text, scaling: chunking.internalize(
+    loaded, hypernet, params, text, 10**6, chunk_scaling=scaling
+  )
+  np.testing.assert_array_equal(
+    one_chunk(parts[0], "dedup").weights["q_proj"]["B"],
+    one_chunk(parts[0], "none").weights["q_proj"]["B"],
+  )
+  chunk_of = lambda lora: lora.replace(
+    weights={m: {"A": w["A"][:, :r], "B": w["B"][..., :r]} for m, w in lora.weights.items()}
+  )
+  bias_of = lambda lora: lora.replace(
+    weights={m: {"A": w["A"][:, r:], "B": w["B"][..., r:]} for m, w in lora.weights.items()}
+  )
+  a, b = (chunk_of(one_chunk(p, "none")) for p in parts[:2])
+  bias = bias_of(one_chunk(parts[0], "none"))
+  dense = np.stack(
+    [
+      np.concatenate(
+        [
+          np.asarray(c.scale * jnp.einsum("lor,lri->loi", w["B"], w["A"])).ravel()
+          for w in c.weights.values()
+        ]
+      )
+      for c in (a, a, a, b)
+    ]
+  )
+  stacked = lora_lib.stack([a, a, a, b])
+  np.testing.assert_allclose(chunking.chunk_gram(stacked), dense @ dense.T, rtol=1e-4, atol=1e-9)
+  cosine = float(dense[0] @ dense[3] / np.linalg.norm(dense[0]) / np.linalg.norm(dense[3]))
+  # A random hypernetwork's chunks are closer than a trained one's: the threshold sits between.
+  threshold = (1.0 + cosine) / 2
+  assert cosine < threshold < 1.0 - 1e-3, cosine
+  weights = chunking.dedup_weights(stacked, threshold)
+  np.testing.assert_allclose(weights, [1 / 3, 1 / 3, 1 / 3, 1.0], rtol=1e-5)
+  deduped = chunking.combine(stacked, bias, weights)
+  reference = chunking.combine(lora_lib.stack([a, b]), bias)
+  assert float(diagnostics.relative_difference(deduped, reference)) < 1e-5
+  # Every combination is offered by the CLI (which lists them without importing JAX) and named in
+  # the evaluation's norm table.
+  from d2l_jax import cli as d2l_cli
+  from d2l_jax import evaluate as d2l_eval
+
+  eval_parser = d2l_cli._parser()._subparsers._group_actions[0].choices["eval"]
+  offered = next(a.choices for a in eval_parser._actions if a.dest == "chunk_scaling")
+  assert tuple(offered) == chunking.CHUNK_SCALINGS == tuple(d2l_eval.COMBINATIONS)
 
 
 def test_mean_chunk_scaling_and_per_layer_perceivers(setup):

@@ -15,7 +15,7 @@ import pytest
 import torch
 import transformers
 
-from d2l_jax import chunking, corpus, teacher
+from d2l_jax import chunking, corpus, diagnostics, teacher
 from d2l_jax import model as d2l_model
 from d2l_jax.internalize import Internalizer
 from d2l_jax.train import question_pairs
@@ -179,6 +179,27 @@ def test_cli_internalize_and_ask(trained, tmp_path, rng, capsys):
   with torch.no_grad():
     theirs = model(torch.tensor(ids)).logits.numpy()
   np.testing.assert_allclose(np.asarray(ours), theirs, atol=1e-4, rtol=0)
+  assert json.loads((out / "hyperlora.json").read_text())["chunk_scaling"] == "none"
+
+  # --chunk-scaling dedup: the chunks weighed as chunking.dedup_weights says, and recorded.
+  deduped = tmp_path / "deduped"
+  code, _, err = run_cli(
+    "internalize",
+    "--checkpoint",
+    config.workdir,
+    doc,
+    "--out",
+    deduped,
+    "--chunk-len",
+    40,
+    "--chunk-scaling",
+    "dedup",
+  )
+  assert code == 0, err[-2000:]
+  assert json.loads((deduped / "hyperlora.json").read_text())["chunk_scaling"] == "dedup"
+  expected = Internalizer(config.workdir, chunk_scaling="dedup")(doc.read_text(), chunk_len=40)
+  written = peft_io.load(str(deduped), internalizer.base.config)
+  assert float(diagnostics.relative_difference(written, expected)) < 1e-5
 
   code, out, err = run_cli(
     "ask",
