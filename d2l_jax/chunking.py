@@ -55,9 +55,10 @@ def combine(chunks: lora_lib.LoRA, bias: lora_lib.LoRA, chunk_scales=None) -> lo
 
 
 CHUNK_SCALINGS = ("none", "mean", "dedup")
-# 'dedup': chunks whose deltas have a cosine above this count as copies of one another. Chunks of
-# one repeated text (NIAH's filler) measure 0.95 with the NIAH runs, distinct SQuAD paragraphs of
-# one article 0.42 and the needle's chunk against the filler 0.21 (docs/d2l.md).
+# 'dedup': chunks whose deltas have a cosine above this count as copies of one another. With the
+# NIAH runs, chunks of one repeated text (the haystack's filler) measure 0.95 and the needle's
+# chunk against them 0.21; chunks of a SQuAD article 0.47-0.55 on average, some pairs above 0.9,
+# so dedup down-weights real text too (docs/d2l.md).
 DEDUP_COSINE = 0.8
 
 
