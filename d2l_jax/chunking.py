@@ -54,7 +54,12 @@ def combine(chunks: lora_lib.LoRA, bias: lora_lib.LoRA, chunk_scales=None) -> lo
   return lora_lib.LoRA(weights, chunks.scale)
 
 
-CHUNK_SCALINGS = ("none", "mean", "dedup")
+# How a chunked document's deltas may combine, and how tables name each.
+CHUNK_SCALINGS = {
+  "none": "the reference's sum (no 1/K)",
+  "mean": "their mean (1/K each)",
+  "dedup": "dedup (near-copies counted once)",
+}
 # 'dedup': chunks whose deltas have a cosine above this count as copies of one another. With the
 # NIAH runs, chunks of one repeated text (the haystack's filler) measure 0.95 and the needle's
 # chunk against them 0.21; chunks of a SQuAD article 0.47-0.55 on average, some pairs above 0.9,
@@ -108,7 +113,7 @@ def internalize(
   'dedup' counts near-copies once (dedup_weights).
   """
   if chunk_scaling not in CHUNK_SCALINGS:
-    raise ValueError(f"chunk scaling must be one of {CHUNK_SCALINGS}, not {chunk_scaling!r}")
+    raise ValueError(f"chunk scaling must be one of {tuple(CHUNK_SCALINGS)}, not {chunk_scaling!r}")
   tokens, mask = chunk_tokens(loaded.tokenizer, document, chunk_len)
   model = loaded.module()
   adapters, bias = [], None
@@ -118,11 +123,18 @@ def internalize(
     )
     chunk_lora, bias = _encode(hypernet, params, feats[0], jnp.asarray(row_mask))
     adapters.append(chunk_lora)
-  k, chunks = len(adapters), lora_lib.stack(adapters)
-  scales = {"none": None, "mean": jnp.full(k, 1.0 / k)}.get(chunk_scaling)
+  chunks = lora_lib.stack(adapters)
+  return combine(chunks, bias, chunk_weights(chunks, chunk_scaling))
+
+
+def chunk_weights(chunks: lora_lib.LoRA, chunk_scaling: str) -> jax.Array | None:
+  """[K] weights of stacked chunk adapters for `chunk_scaling` (None: the reference's sum)."""
+  k = chunks.weights[next(iter(chunks.weights))]["A"].shape[0]
+  if chunk_scaling == "mean":
+    return jnp.full(k, 1.0 / k)
   if chunk_scaling == "dedup":
-    scales = dedup_weights(chunks)
-  return combine(chunks, bias, scales)
+    return dedup_weights(chunks)
+  return None
 
 
 def chunk_tokens(

@@ -25,7 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import hyperlora
-from d2l_jax import context, corpus, diagnostics, scoring, squad, teacher
+from d2l_jax import chunking, context, corpus, diagnostics, scoring, squad, teacher
 from d2l_jax.internalize import Internalizer
 from d2l_jax.train import ContextDistillation, question_pairs, squad_split
 from hyperlora import generate as gen
@@ -44,14 +44,6 @@ _NAMES = {
   "gap": "D2L minus control",
 }
 PHRASINGS = ("study", "test")
-
-
-# How eval.chunk_scaling combines the chunks (d2l_jax/chunking.py), as the norm table names it.
-COMBINATIONS = {
-  "none": "the reference's sum (no 1/K)",
-  "mean": "their mean (1/K each)",
-  "dedup": "dedup (near-copies counted once)",
-}
 
 
 def eval_documents(config, cache_dir: str) -> list:
@@ -400,7 +392,7 @@ def evaluate(
         (
           "D2L adapters of the haystacks: Frobenius norm of the weight delta (each chunk's as "
           "it enters the adapter), means over the haystacks; chunks combined by "
-          f"{COMBINATIONS[ec.chunk_scaling]}",
+          f"{chunking.CHUNK_SCALINGS[ec.chunk_scaling]}",
           result["niah_norms"],
         )
       )

@@ -3,7 +3,7 @@
 A method is a package that turns text into adapters (T2L: a task description, D2L: a document).
 Every config names its method (`config.method`, set by the method's `base_config()`), and every
 run records it, so the core never guesses a method from which keys a config happens to have. What
-a package provides, by module (docs/design.md, "Adding a method"):
+a package provides, by module (docs/design.md, "Methods: what the core asks of one"):
 
   config.base_config()   every field with its default: run configs are merged onto it when loaded
   plan.PROGRAMS          name -> builder(config) of the programs `hyperlora plan` compiles

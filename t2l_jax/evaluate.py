@@ -156,6 +156,13 @@ def restore_direct(generator: Generator, setup, name: str) -> lora_lib.LoRA | No
   return lora_lib.LoRA(generator.run.restore_params(abstract, subdir=name), setup.spec.scale)
 
 
+def open_for_eval(workdir: str, step: int | None = None):
+  """(setup, generator) of a T2L run: its config built (base model, suite, task encoder) and its
+  hypernetwork at `step` (default: the latest), the encoder loaded once for both."""
+  setup = t2l_model.build(run_dir.open_run(workdir, "t2l").config)
+  return setup, Generator(workdir, step=step, encoder=setup.encoder)
+
+
 def evaluate(
   workdir: str,
   out_json: str | None = None,
@@ -169,9 +176,8 @@ def evaluate(
   unknown = sorted(set(variants) - set(VARIANTS))
   if unknown:
     raise ValueError(f"unknown eval variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
-  config = run_dir.open_run(workdir, "t2l").config
-  setup = t2l_model.build(config)  # loads the base model and the task encoder, once
-  generator = Generator(workdir, step=step, encoder=setup.encoder)
+  setup, generator = open_for_eval(workdir, step)
+  config = generator.config
   paths = t2l_model.workdir_paths(workdir)
   ec = config.eval
   n = ec.examples_per_task

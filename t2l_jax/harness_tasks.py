@@ -8,20 +8,16 @@ from __future__ import annotations
 import os
 
 from hyperlora import generate as gen
-from hyperlora import harness, peft_io, run_dir
+from hyperlora import harness, peft_io
 from hyperlora.staging import check_new_dir
-from t2l_jax import model as t2l_model
-from t2l_jax.evaluate import TaskEval, restore_direct
-from t2l_jax.generate import Generator
+from t2l_jax.evaluate import TaskEval, open_for_eval, restore_direct
 
 
 def export(workdir: str, out_dir: str, step: int | None = None) -> str:
   """Writes the bundle at out_dir (new or empty; checked before anything loads)."""
   check_new_dir(out_dir, harness.BUNDLE_FLAG)
-  config = run_dir.open_run(workdir, "t2l").config
-  ec = config.eval
-  setup = t2l_model.build(config)  # the base model and the task encoder, loaded once
-  generator = Generator(workdir, step=step, encoder=setup.encoder)
+  setup, generator = open_for_eval(workdir, step)
+  config, ec = generator.config, generator.config.eval
   tasks = setup.split.siblings
   if not tasks:
     raise ValueError(f"the run {workdir!r} holds out no sibling tasks; nothing to export")
