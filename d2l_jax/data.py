@@ -12,13 +12,44 @@ from __future__ import annotations
 
 import math
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from d2l_jax import chunking, context
+from hyperlora import sft
 
 # The reference's distribution of chunk counts during training.
 REFERENCE_CHUNK_COUNTS = (1, 2, 3, 4, 5, 6, 7, 8)
 REFERENCE_CHUNK_PROBS = (0.5, 0.125, 0.0625, 0.0625, 0.0625, 0.0625, 0.0625, 0.0625)
+
+
+def template_tokens(tokenizer) -> int:
+  """Tokens the chat template wraps around a chunk (d2l_jax.context.wrap_document)."""
+  return len(context.document_tokens(tokenizer, "x")) - 1
+
+
+def chunk_width(max_doc_len: int, k: int, template: int) -> int:
+  """Tokens of one of K chunks wrapped as a user turn, with slack for re-tokenising at chunk
+  borders: the width every batch with K chunks has, so the step compiles once per K."""
+  return math.ceil(max_doc_len / k) + template + 8
+
+
+def batch_spec(dc, k: int, template: int, distill: bool) -> dict:
+  """A D2L batch's arrays as abstract shapes: what `DocBatches` fills and `hyperlora plan` compiles
+  for. dc: the config's data fields; template: `template_tokens` of the base's tokenizer."""
+  docs, rows = dc.docs_per_batch, dc.docs_per_batch * dc.queries_per_doc
+  chunks = (docs, k, chunk_width(dc.max_doc_len, k, template))
+  spec = {
+    "chunk_tokens": jax.ShapeDtypeStruct(chunks, jnp.int32),  # [docs, K, width]
+    "chunk_mask": jax.ShapeDtypeStruct(chunks, jnp.bool_),
+    **sft.batch_spec(rows, dc.max_len, dc.max_answer),  # [rows, seq], [rows, answer]
+  }
+  if distill:  # the teacher's cached top-k [rows, answer, top_k]
+    top_k = (rows, dc.max_answer, dc.top_k)
+    spec["teacher_ids"] = jax.ShapeDtypeStruct(top_k, jnp.int32)
+    spec["teacher_logprobs"] = jax.ShapeDtypeStruct(top_k, jnp.float32)
+  return spec
 
 
 class DocBatches:
@@ -67,11 +98,10 @@ class DocBatches:
           f"document {doc.doc_id!r} has {n} tokens, more than data.max_doc_len={max_doc_len}"
         )
       self.doc_len.append(n)
-    self._template = len(context.document_tokens(tokenizer, "x")) - 1
+    self.template = template_tokens(tokenizer)
 
   def chunk_width(self, k: int) -> int:
-    """Tokens of a chunk wrapped as a user turn, with slack for re-tokenising at chunk borders."""
-    return math.ceil(self.max_doc_len / k) + self._template + 8
+    return chunk_width(self.max_doc_len, k, self.template)
 
   def __call__(self, step: int) -> dict:
     rng = np.random.default_rng([self.seed, step])

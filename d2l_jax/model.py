@@ -16,17 +16,6 @@ from hyperlora import lora as lora_lib
 from hyperlora import train as train_lib
 from hyperlora.losses import distillation_loss, lora_l1
 
-# Saved-config fields a resumed run (or a user of the checkpoint) must share with it.
-RESUME_KEYS = {
-  "spec": "hypernetwork / adapter shape",
-  "base_model": "base model",
-  "features": "context feature layers",
-}
-# D2L fields a resumed run may change besides the core's (train_checkpoints.FREE_KEYS): the warm
-# start is read only when there is nothing to resume; the teacher batch only groups the targets'
-# computation.
-FREE_KEYS = ("train.init_from", "data.teacher_batch")
-
 
 def spec_from_config(config, model_config) -> D2LSpec:
   h = config.hypernet

@@ -8,19 +8,28 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from d2l_jax import context
+from d2l_jax import context, data
 from d2l_jax import model as d2l_model
 from d2l_jax.hypernet import D2LHypernet, D2LSpec
 from d2l_jax.train import train_parts
 from hyperlora import flops
 from hyperlora import train as train_lib
-from hyperlora.base_weights import load_config
+from hyperlora.base_weights import load_config, load_tokenizer
 from hyperlora.models.transformer import Transformer
 from hyperlora.plan import Program, train_step_program
 
-# Room for the chat template around a chunk (d2l_jax.context.wrap_document) and re-tokenising at
-# chunk borders; Gemma-2's wrapping is ~10 tokens, SmolLM2's ~20.
-TEMPLATE_TOKENS = 32
+# Tokens of the chat template around a chunk when the base has no tokenizer to measure it with
+# (`shapes:NAME`): at least what the supported templates add (Gemma-2's ~10, SmolLM2's ~20).
+TEMPLATE_BOUND = 24
+
+
+def template_tokens(base_model: str) -> int:
+  """What training pads a chunk by for its template: measured on the base's tokenizer, so the
+  planned batch is the batch training feeds; TEMPLATE_BOUND without one."""
+  try:
+    return data.template_tokens(load_tokenizer(base_model))
+  except FileNotFoundError:
+    return TEMPLATE_BOUND
 
 
 def _perceiver_forward(spec: D2LSpec, tokens: int) -> float:
@@ -59,13 +68,6 @@ def _parts(config):
   return model_config, dtype, spec, hypernet, adapter_fn, base_params
 
 
-def _chunks(docs: int, width: int) -> dict:
-  return {
-    "chunk_tokens": jax.ShapeDtypeStruct((docs, 1, width), jnp.int32),  # [docs, K, width]
-    "chunk_mask": jax.ShapeDtypeStruct((docs, 1, width), jnp.bool_),
-  }
-
-
 def train_program(config) -> Program:
   """The meta-training step at one chunk per document (K = 1, half the reference's batches; K
   chunks split the same tokens, so they cost about the same)."""
@@ -76,19 +78,10 @@ def train_program(config) -> Program:
   state = jax.eval_shape(
     lambda: train_lib.init_state(d2l_model.init_params(hypernet, tc.seed), optimizer, 0)
   )
-  docs, rows = dc.docs_per_batch, dc.docs_per_batch * dc.queries_per_doc
-  width, length, answer = dc.max_doc_len + TEMPLATE_TOKENS, dc.max_len, dc.max_answer
-  batch = {
-    **_chunks(docs, width),
-    "tokens": jax.ShapeDtypeStruct((rows, length), jnp.int32),  # [rows, seq]
-    "attention_mask": jax.ShapeDtypeStruct((rows, length), jnp.bool_),
-    "target_index": jax.ShapeDtypeStruct((rows, answer), jnp.int32),  # [rows, answer]
-    "target_ids": jax.ShapeDtypeStruct((rows, answer), jnp.int32),
-    "target_mask": jax.ShapeDtypeStruct((rows, answer), jnp.float32),
-  }
-  if tc.loss == "distill":  # the teacher's cached top-k [rows, answer, k]
-    batch["teacher_ids"] = jax.ShapeDtypeStruct((rows, answer, dc.top_k), jnp.int32)
-    batch["teacher_logprobs"] = jax.ShapeDtypeStruct((rows, answer, dc.top_k), jnp.float32)
+  batch = data.batch_spec(dc, 1, template_tokens(config.base_model), tc.loss == "distill")
+  docs, _, width = batch["chunk_tokens"].shape
+  rows, length = batch["tokens"].shape
+  answer = dc.max_answer
   student_flops = flops.frozen_decoder_step(model_config, rows, length, answer, tc.remat)
   # The reader runs forward only; the hypernetwork trains (forward + 2x backward); the adapters,
   # rank 2 r (one chunk + the bias), apply to every student token.
@@ -113,9 +106,14 @@ def internalize_program(config) -> Program:
   ec = config.eval
   model_config, _, spec, hypernet, adapter_fn, base_params = _parts(config)
   params = jax.eval_shape(lambda: d2l_model.init_params(hypernet, 0))
-  docs, width = ec.batch, ec.chunk_len + TEMPLATE_TOKENS
+  docs, width = ec.batch, data.chunk_width(ec.chunk_len, 1, template_tokens(config.base_model))
   # One question row per document: the adapter fn then returns one adapter per document.
-  batch = {**_chunks(docs, width), "tokens": jax.ShapeDtypeStruct((docs, 1), jnp.int32)}
+  chunks = (docs, 1, width)  # [docs, K, width]
+  batch = {
+    "chunk_tokens": jax.ShapeDtypeStruct(chunks, jnp.int32),
+    "chunk_mask": jax.ShapeDtypeStruct(chunks, jnp.bool_),
+    "tokens": jax.ShapeDtypeStruct((docs, 1), jnp.int32),
+  }
   work = _context_forward(model_config, config.features, docs, width)
   work += _perceiver_forward(spec, docs * width)
   return Program(

@@ -21,6 +21,18 @@ log = logging.getLogger(__name__)
 LOSSES = ("distill", "ce")
 
 
+# Saved-config fields a resumed run (or a user of the checkpoint) must share with it.
+RESUME_KEYS = {
+  "spec": "hypernetwork / adapter shape",
+  "base_model": "base model",
+  "features": "context feature layers",
+}
+# D2L fields a resumed run may change besides the core's (train_checkpoints.FREE_KEYS): the warm
+# start is read only when there is nothing to resume; the teacher batch only groups the targets'
+# computation.
+FREE_KEYS = ("train.init_from", "data.teacher_batch")
+
+
 def squad_split(config, cache_dir: str) -> tuple[list, list]:
   """(training, held-out) paragraphs of the run's SQuAD file, split by article."""
   documents = squad.load(config.data.squad_file, cache_dir)
@@ -98,7 +110,7 @@ def start_params(setup, saved: dict, init_from: str):
   """A warm start: the trained params of the D2L run in `init_from` (its latest checkpoint), which
   must agree with this run's saved config `saved` where a resumed run must (RESUME_KEYS)."""
   source = run_dir.open_run(init_from, "d2l")
-  difference = train_checkpoints.config_difference(source.saved, saved, d2l_model.RESUME_KEYS)
+  difference = train_checkpoints.config_difference(source.saved, saved, RESUME_KEYS)
   if difference:
     raise ValueError(
       f"train.init_from={init_from!r} is a run of another hypernetwork or base ({difference}); "
@@ -181,8 +193,8 @@ def train(config) -> str:
     steps=tc.steps,
     directory=paths["checkpoints"],
     config_json=saved,
-    resume_keys=d2l_model.RESUME_KEYS,
-    free_keys=d2l_model.FREE_KEYS,
+    resume_keys=RESUME_KEYS,
+    free_keys=FREE_KEYS,
     allow_config_change=tc.allow_config_change,
     seed=tc.seed,
     mesh=mesh,

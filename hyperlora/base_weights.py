@@ -167,8 +167,6 @@ def _hf_config(path: str) -> ModelConfig:
 
 
 def _load_hf_dir(path: str, dtype, with_tokenizer: bool) -> LoadedModel:
-  import transformers
-
   config = _hf_config(path)
 
   index_file = os.path.join(path, "model.safetensors.index.json")
@@ -191,16 +189,33 @@ def _load_hf_dir(path: str, dtype, with_tokenizer: bool) -> LoadedModel:
         for key in f.keys():
           yield key, f.get_tensor(key)
 
-  tokenizer = None
-  if with_tokenizer:
-    if not any(os.path.isfile(os.path.join(path, f)) for f in _TOKENIZER_FILES):
-      raise FileNotFoundError(
-        f"{path!r} has no tokenizer ({' / '.join(_TOKENIZER_FILES)}); copy the "
-        f"tokenizer files of the base model there, or load with_tokenizer=False"
-      )
-    tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+  tokenizer = _hf_tokenizer(path) if with_tokenizer else None
   params = params_from_hf_tensors(config, tensors(), dtype)
   return LoadedModel(config, params, tokenizer, path)
+
+
+def _hf_tokenizer(path: str):
+  import transformers
+
+  if not any(os.path.isfile(os.path.join(path, f)) for f in _TOKENIZER_FILES):
+    raise FileNotFoundError(
+      f"{path!r} has no tokenizer ({' / '.join(_TOKENIZER_FILES)}); copy the "
+      f"tokenizer files of the base model there, or load with_tokenizer=False"
+    )
+  return transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+
+
+def load_tokenizer(path_or_name: str):
+  """Only the tokenizer of a model (no weights read); FileNotFoundError where there is none
+  (`shapes:NAME`, a directory without tokenizer files)."""
+  if shapes.is_named(path_or_name):
+    raise FileNotFoundError(f"{path_or_name!r} names shapes only, no tokenizer")
+  path = resolve(path_or_name)
+  if os.path.isfile(path) and path.endswith(".gguf"):
+    return _gguf_tokenizer(path)
+  if os.path.isdir(path):
+    return _hf_tokenizer(path)
+  raise FileNotFoundError(f"no model at {path!r}")
 
 
 def _gguf_field(reader, key, default=None):

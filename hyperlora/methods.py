@@ -9,6 +9,9 @@ a package provides, by module (docs/design.md, "Methods: what the core asks of o
   plan.PROGRAMS          name -> builder(config) of the programs `hyperlora plan` compiles
   cli.main(argv)         its command (`t2l ...`, `d2l ...`)
 
+and, under the same names in both packages: data.batch_spec (a batch's abstract arrays, shared by
+the batch builder and the planner), train.training_batches, train.RESUME_KEYS / FREE_KEYS.
+
 The core imports a package only through `Method.module`, so importing the core never imports a
 method, and adding a third method is one package and one row of METHODS.
 """

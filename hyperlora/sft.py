@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -68,32 +70,36 @@ def _end_of_answer(tokenizer, answer_ids: list[int]) -> int:
   return len(answer_ids)
 
 
+def batch_spec(rows: int, max_len: int, max_answer: int) -> dict[str, jax.ShapeDtypeStruct]:
+  """The arrays of `pad_batch` as abstract shapes: the one definition that the batch builders fill
+  and `hyperlora plan` compiles for."""
+  answers = (rows, max_answer)
+  return {
+    "tokens": jax.ShapeDtypeStruct((rows, max_len), jnp.int32),  # [batch, seq]
+    "attention_mask": jax.ShapeDtypeStruct((rows, max_len), jnp.bool_),
+    "target_index": jax.ShapeDtypeStruct(answers, jnp.int32),  # [batch, answer]
+    "target_ids": jax.ShapeDtypeStruct(answers, jnp.int32),
+    "target_mask": jax.ShapeDtypeStruct(answers, jnp.float32),
+  }
+
+
 def pad_batch(
   rows: list[tuple[list[int], list[int]]], max_len: int, pad_id: int, max_answer: int = 16
 ) -> dict:
   """Right-padded tokens [batch, max_len] plus the answer targets [batch, max_answer]: token
   target_ids[i, j] is predicted at position target_index[i, j] (where target_mask is 1)."""
-  n = len(rows)
-  tokens = np.full((n, max_len), pad_id, np.int32)
-  attention_mask = np.zeros((n, max_len), bool)
-  target_index = np.zeros((n, max_answer), np.int32)
-  target_ids = np.zeros((n, max_answer), np.int32)
-  target_mask = np.zeros((n, max_answer), np.float32)
+  spec = batch_spec(len(rows), max_len, max_answer)
+  out = {key: np.zeros(a.shape, a.dtype) for key, a in spec.items()}
+  out["tokens"][:] = pad_id
   for i, (ids, mask) in enumerate(rows):
-    tokens[i, : len(ids)], attention_mask[i, : len(ids)] = ids, True
+    out["tokens"][i, : len(ids)], out["attention_mask"][i, : len(ids)] = ids, True
     answer = [p for p, m in enumerate(mask) if m]
     if len(answer) > max_answer:
       raise ValueError(
         f"an answer of {len(answer)} tokens exceeds max_answer={max_answer}: raise the "
         "config's max_answer (and max_len with it) or use shorter answers"
       )
-    target_index[i, : len(answer)] = np.asarray(answer) - 1
-    target_ids[i, : len(answer)] = [ids[p] for p in answer]
-    target_mask[i, : len(answer)] = 1.0
-  return {
-    "tokens": tokens,
-    "attention_mask": attention_mask,
-    "target_index": target_index,
-    "target_ids": target_ids,
-    "target_mask": target_mask,
-  }
+    out["target_index"][i, : len(answer)] = np.asarray(answer) - 1
+    out["target_ids"][i, : len(answer)] = [ids[p] for p in answer]
+    out["target_mask"][i, : len(answer)] = 1.0
+  return out

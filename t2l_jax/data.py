@@ -9,9 +9,21 @@ resumed run sees exactly the batches an uninterrupted one would.
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from hyperlora.sft import encode_example, pad_batch
+from hyperlora import sft
+
+
+def batch_spec(rows: int, max_len: int, max_answer: int, embed_dim: int) -> dict:
+  """A T2L batch's arrays as abstract shapes: what `SFTBatches` fills and `hyperlora plan`
+  compiles for."""
+  return {
+    **sft.batch_spec(rows, max_len, max_answer),
+    "task_emb": jax.ShapeDtypeStruct((rows, embed_dim), jnp.float32),  # [batch, embed]
+    "task_id": jax.ShapeDtypeStruct((rows,), jnp.int32),  # [batch]
+  }
 
 
 class SFTBatches:
@@ -73,10 +85,11 @@ class SFTBatches:
         if self.describe
         else task.sample(example_seed)
       )
-      rows.append(encode_example(self.tokenizer, example, self.max_len))
+      rows.append(sft.encode_example(self.tokenizer, example, self.max_len))
       task_emb.append(self.embeddings[task.name][description])
       task_ids.append(task_index)
-    batch = pad_batch(rows, self.max_len, self.tokenizer.pad_token_id or 0, self.max_answer)
-    batch["task_emb"] = np.stack(task_emb).astype(np.float32)
-    batch["task_id"] = np.asarray(task_ids, np.int32)
+    spec = batch_spec(len(rows), self.max_len, self.max_answer, len(task_emb[0]))
+    batch = sft.pad_batch(rows, self.max_len, self.tokenizer.pad_token_id or 0, self.max_answer)
+    batch["task_emb"] = np.asarray(task_emb, spec["task_emb"].dtype)
+    batch["task_id"] = np.asarray(task_ids, spec["task_id"].dtype)
     return batch

@@ -16,6 +16,7 @@ from hyperlora.models.transformer import Transformer
 from hyperlora.plan import PlanError, Program, train_step_program
 from t2l_jax import encoder as encoder_lib
 from t2l_jax import model as t2l_model
+from t2l_jax.data import batch_spec
 from t2l_jax.hypernet import T2LHypernet, count_params, init_params_boxed
 from t2l_jax.train import sft_parts
 
@@ -56,15 +57,7 @@ def sft_program(config) -> Program:
   tokens = jax.ShapeDtypeStruct((1, 1), jnp.int32)
   base_params = jax.eval_shape(lambda t: base.init(key, t), tokens)["params"]
   n, length, answer = dc.tasks_per_batch * dc.examples_per_task, dc.max_len, dc.max_answer
-  batch = {
-    "tokens": jax.ShapeDtypeStruct((n, length), jnp.int32),  # [batch, seq]
-    "attention_mask": jax.ShapeDtypeStruct((n, length), jnp.bool_),
-    "target_index": jax.ShapeDtypeStruct((n, answer), jnp.int32),  # [batch, answer]
-    "target_ids": jax.ShapeDtypeStruct((n, answer), jnp.int32),
-    "target_mask": jax.ShapeDtypeStruct((n, answer), jnp.float32),
-    "task_emb": jax.ShapeDtypeStruct((n, dim), jnp.float32),  # [batch, embed]
-    "task_id": jax.ShapeDtypeStruct((n,), jnp.int32),
-  }
+  batch = batch_spec(n, length, answer, dim)
   base_flops = flops.frozen_decoder_step(model_config, n, length, answer, tc.remat)
   # The hypernetwork runs once an example; the per-example LoRA on every token.
   extra = flops.trained_params_step(count_params(state.params), n)

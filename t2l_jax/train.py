@@ -104,6 +104,27 @@ def _run(
   )
 
 
+def training_batches(setup, config, cache_dir: str | None) -> SFTBatches:
+  """The batches `train` steps through (T2L's and the multi-task LoRA's): the training tasks, a
+  random one of their descriptions' embeddings per example."""
+  tc, dc = config.train, config.data
+  embeddings = t2l_model.description_embeddings(
+    setup, setup.train_tasks, config, "train", cache_dir
+  )
+  return SFTBatches(
+    setup.train_tasks,
+    embeddings,
+    setup.base.tokenizer,
+    tasks_per_batch=dc.tasks_per_batch,
+    examples_per_task=dc.examples_per_task,
+    max_len=dc.max_len,
+    seed=tc.seed,
+    max_answer=dc.max_answer,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+  )
+
+
 def train(config) -> str:
   """Meta-trains T2L into config.workdir; returns the workdir."""
   setup = t2l_model.build(config)
@@ -120,21 +141,7 @@ def train(config) -> str:
     len(setup.eval_tasks),
     dict(mesh.shape),
   )
-  embeddings = t2l_model.description_embeddings(
-    setup, setup.train_tasks, config, "train", paths["cache"]
-  )
-  batches = SFTBatches(
-    setup.train_tasks,
-    embeddings,
-    setup.base.tokenizer,
-    tasks_per_batch=dc.tasks_per_batch,
-    examples_per_task=dc.examples_per_task,
-    max_len=dc.max_len,
-    seed=tc.seed,
-    max_answer=dc.max_answer,
-    process_index=jax.process_index(),
-    process_count=jax.process_count(),
-  )
+  batches = training_batches(setup, config, paths["cache"])
   writer = MetricWriter(paths["logs"])
   placement = dict(mesh=mesh, rules=rules, base_params=base_params)
   _run(

@@ -11,10 +11,17 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from d2l_jax import model as d2l_model
+from d2l_jax import plan as d2l_plan
+from d2l_jax import train as d2l_train
 from hyperlora import chips, flops, hlo_stats, plan
 from hyperlora.base_weights import load_config
+from hyperlora.cli_config import load_config_file
 from hyperlora.models.config import ModelConfig
 from hyperlora.models.transformer import Transformer
+from t2l_jax import model as t2l_model
+from t2l_jax import plan as t2l_plan
+from t2l_jax import train as t2l_train
 
 HAS_LIBTPU = importlib.util.find_spec("libtpu") is not None
 
@@ -172,3 +179,24 @@ def test_d2l_programs_compile_for_a_tpu_slice(tmp_path, tiny_model, program):
 def test_plan_refuses_a_program_the_method_lacks():
   result = run_plan("--config=configs/t2l/tiny.py", "--target=v5e:2x2", "--program=internalize")
   assert result.returncode == 2 and "has programs train" in result.stderr, result.stderr[-2000:]
+
+
+def test_planned_batches_are_the_batches_training_feeds(tiny_model):
+  """`hyperlora plan` compiles the step for the batch that training feeds: the planner's abstract
+  batch equals jax.eval_shape of a real training batch (keys, shapes, dtypes), for T2L and for D2L
+  (whose chunk width counts the tokenizer's chat template around each chunk)."""
+  path, _ = tiny_model("llama")
+  t2l = load_config_file("configs/t2l/tiny.py")
+  t2l.base_model = path
+  real = t2l_train.training_batches(t2l_model.build(t2l), t2l, None)(0)
+  assert jax.eval_shape(lambda b: b, real) == t2l_plan.sft_program(t2l).args[2]
+
+  d2l = load_config_file("configs/d2l/tiny.py")
+  d2l.base_model = path
+  d2l.data.update(train_documents=4, niah_documents=0)
+  batches = d2l_train.training_batches(d2l_model.build(d2l), d2l, None)
+  # The planner compiles the step at one chunk per document; the config draws K in (1, 2).
+  real = next(b for b in map(batches, range(20)) if b["chunk_tokens"].shape[1] == 1)
+  planned = d2l_plan.train_program(d2l).args[2]
+  assert set(planned) >= {"chunk_tokens", "teacher_logprobs"}
+  assert jax.eval_shape(lambda b: b, real) == planned
