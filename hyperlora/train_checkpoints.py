@@ -57,9 +57,15 @@ def _writing(mngr: ocp.CheckpointManager, what: str):
     ) from err
 
 
-def manager(directory: str, keep: int = 3, save_every: int = 1) -> ocp.CheckpointManager:
+def manager(
+  directory: str, keep: int = 3, save_every: int = 1, create: bool = True
+) -> ocp.CheckpointManager:
+  """create=False for readers: a reader never leaves a directory behind where there was none."""
   options = ocp.CheckpointManagerOptions(
-    max_to_keep=keep, save_interval_steps=save_every, create=True, enable_async_checkpointing=True
+    max_to_keep=keep,
+    save_interval_steps=save_every,
+    create=create,
+    enable_async_checkpointing=True,
   )
   return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
@@ -275,7 +281,9 @@ def restore_params(directory: str, abstract_params, step: int | None = None):
   laid out like `abstract_params` (shapes and dtypes; shardings where given): what inference
   needs, read without the optimizer (so a change to the optimizer never makes a run unreadable).
   FileNotFoundError when there is no finished checkpoint."""
-  mngr = manager(directory)
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f"no checkpoint directory {directory!r}")
+  mngr = manager(directory, create=False)
   try:
     step = _intact_step(mngr, step)
     if step is None:

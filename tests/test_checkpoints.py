@@ -202,6 +202,10 @@ def test_params_are_read_without_the_optimizer_in_both_layouts(tmp_path):
       ckpt.restore_params(str(directory), wrong)
   with pytest.raises(FileNotFoundError, match="no checkpoint of step 5"):
     ckpt.restore_params(str(new), abstract_params, step=5)
+  # A reader leaves nothing behind where there was no run (a mistyped --checkpoint).
+  with pytest.raises(FileNotFoundError, match="no checkpoint directory"):
+    ckpt.restore_params(str(tmp_path / "typo"), abstract_params)
+  assert not (tmp_path / "typo").exists()
 
 
 def tiny_run(directory, steps, **kwargs):
