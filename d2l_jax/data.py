@@ -35,14 +35,21 @@ def chunk_width(max_doc_len: int, k: int, template: int) -> int:
   return math.ceil(max_doc_len / k) + template + 8
 
 
+def chunk_spec(docs: int, k: int, width: int) -> dict:
+  """The chunk arrays of a D2L batch as abstract shapes (training's and internalisation's)."""
+  chunks = (docs, k, width)  # [docs, K, width]
+  return {
+    "chunk_tokens": jax.ShapeDtypeStruct(chunks, jnp.int32),
+    "chunk_mask": jax.ShapeDtypeStruct(chunks, jnp.bool_),
+  }
+
+
 def batch_spec(dc, k: int, template: int, distill: bool) -> dict:
   """A D2L batch's arrays as abstract shapes: what `DocBatches` fills and `hyperlora plan` compiles
   for. dc: the config's data fields; template: `template_tokens` of the base's tokenizer."""
   docs, rows = dc.docs_per_batch, dc.docs_per_batch * dc.queries_per_doc
-  chunks = (docs, k, chunk_width(dc.max_doc_len, k, template))
   spec = {
-    "chunk_tokens": jax.ShapeDtypeStruct(chunks, jnp.int32),  # [docs, K, width]
-    "chunk_mask": jax.ShapeDtypeStruct(chunks, jnp.bool_),
+    **chunk_spec(docs, k, chunk_width(dc.max_doc_len, k, template)),
     **sft.batch_spec(rows, dc.max_len, dc.max_answer),  # [rows, seq], [rows, answer]
   }
   if distill:  # the teacher's cached top-k [rows, answer, top_k]

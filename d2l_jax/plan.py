@@ -108,12 +108,7 @@ def internalize_program(config) -> Program:
   params = jax.eval_shape(lambda: d2l_model.init_params(hypernet, 0))
   docs, width = ec.batch, data.chunk_width(ec.chunk_len, 1, template_tokens(config.base_model))
   # One question row per document: the adapter fn then returns one adapter per document.
-  chunks = (docs, 1, width)  # [docs, K, width]
-  batch = {
-    "chunk_tokens": jax.ShapeDtypeStruct(chunks, jnp.int32),
-    "chunk_mask": jax.ShapeDtypeStruct(chunks, jnp.bool_),
-    "tokens": jax.ShapeDtypeStruct((docs, 1), jnp.int32),
-  }
+  batch = {**data.chunk_spec(docs, 1, width), "tokens": jax.ShapeDtypeStruct((docs, 1), jnp.int32)}
   work = _context_forward(model_config, config.features, docs, width)
   work += _perceiver_forward(spec, docs * width)
   return Program(
